@@ -1,0 +1,216 @@
+"""The `ec2net` command line (and the compat names ec2ifup, ec2ifdown, ec2ifscan).
+
+The parser is built by `build_parser()` alone, so the man page generator and `--help`
+share one source. Errors are mapped to exit codes once, in `main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ec2net import __version__
+from ec2net import config as config_mod
+from ec2net.errors import EXIT_OK, Ec2NetError, exit_code
+
+log = logging.getLogger("ec2net")
+
+DESCRIPTION = (
+    "Configure EC2 Elastic Network Interfaces from the instance metadata service: "
+    "addresses, a route table per ENI and source-based policy rules, so that replies "
+    "leave by the ENI that owns their source address."
+)
+EPILOG = (
+    "Exit status: 0 success (also when there was nothing to do), 1 transient failure "
+    "(IMDS unreachable, lock busy: try again), 2 permanent failure (bad configuration, "
+    "no such interface). Environment: EC2NET_CONFIG (config file, default "
+    f"{config_mod.DEFAULT_CONFIG}), EC2NET_RUNTIME_DIR (state, default "
+    f"{config_mod.DEFAULT_RUNTIME_DIR})."
+)
+
+
+def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (twice for debug)"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = p.add_subparsers(dest="verb", metavar="COMMAND")
+    sub.required = True
+
+    def verb(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, description=help_)
+
+    s = verb("up", "Configure one ENI: addresses, its route table and policy rules.")
+    s.add_argument("iface", metavar="IFACE", help="interface name, e.g. ens6")
+    s = verb(
+        "down",
+        "Remove everything ec2net configured for an interface (also after the device is gone).",
+    )
+    s.add_argument("iface", metavar="IFACE")
+    verb("scan", "Configure every ENI present and clean up records of ENIs that are gone.")
+    s = verb("refresh", "Re-read secondary addresses from IMDS and apply changes.")
+    s.add_argument("iface", metavar="IFACE", nargs="?", help="only this interface")
+    s = verb("plan", "Show exactly what `up IFACE` would change; changes nothing.")
+    s.add_argument("iface", metavar="IFACE")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s = verb("status", "Show the ENIs ec2net manages and whether their state is intact.")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s = verb("metadata", "Print an IMDS meta-data value (as ec2net reads it).")
+    s.add_argument(
+        "path",
+        metavar="PATH",
+        nargs="?",
+        default="",
+        help="path under /latest/meta-data/, e.g. network/interfaces/macs/",
+    )
+    verb("watch", "Run the daemon: follow link events, poll IMDS for address changes.")
+    return p
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+
+
+class _Context:
+    """Builds the engine's collaborators lazily: `--help` never imports pyroute2."""
+
+    def __init__(self) -> None:
+        self.settings = config_mod.load()
+
+    def engine(self) -> Any:
+        from ec2net.backends import open_backend  # noqa: PLC0415 - lazy: pyroute2 is slow
+        from ec2net.engine import Engine  # noqa: PLC0415
+        from ec2net.state import Store  # noqa: PLC0415
+
+        store = Store(Path(self.settings.runtime_dir))
+        store.ensure()
+        return Engine(self.settings, open_backend(self.settings), self.imds(store), store)
+
+    def imds(self, store: Any = None) -> Any:
+        from ec2net.imds import ImdsClient  # noqa: PLC0415
+
+        s = self.settings
+        return ImdsClient(
+            s.imds_endpoints,
+            timeout=s.imds_timeout,
+            retries=s.imds_retries,
+            token_ttl=s.token_ttl,
+            allow_v1=s.allow_imdsv1,
+            token_cache=store.token_cache if store is not None else None,
+        )
+
+
+def _print_changes(results: Sequence[Any], as_json: bool = False) -> None:
+    if as_json:
+        out = [
+            {
+                "interface": r.ifname,
+                "action": r.action,
+                "detail": r.detail,
+                "changes": [str(c) for c in r.changes.changes],
+            }
+            for r in results
+        ]
+        print(json.dumps(out, indent=2))
+        return
+    for r in results:
+        line = f"{r.ifname}: {r.action}"
+        if r.detail:
+            line += f" ({r.detail})"
+        print(line)
+        for c in r.changes.changes:
+            print(f"  {c}")
+
+
+def _cmd_up(ctx: _Context, args: argparse.Namespace) -> int:
+    _print_changes([ctx.engine().up(args.iface)])
+    return EXIT_OK
+
+
+def _cmd_down(ctx: _Context, args: argparse.Namespace) -> int:
+    _print_changes([ctx.engine().down(args.iface)])
+    return EXIT_OK
+
+
+def _cmd_scan(ctx: _Context, args: argparse.Namespace) -> int:
+    _print_changes(ctx.engine().scan())
+    return EXIT_OK
+
+
+def _cmd_refresh(ctx: _Context, args: argparse.Namespace) -> int:
+    _print_changes(ctx.engine().refresh(args.iface))
+    return EXIT_OK
+
+
+def _cmd_plan(ctx: _Context, args: argparse.Namespace) -> int:
+    _print_changes([ctx.engine().up(args.iface, dry_run=True)], args.json)
+    return EXIT_OK
+
+
+def _cmd_status(ctx: _Context, args: argparse.Namespace) -> int:
+    from ec2net.status import collect, format_table  # noqa: PLC0415
+
+    rows = collect(ctx.engine())
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    return EXIT_OK
+
+
+def _cmd_metadata(ctx: _Context, args: argparse.Namespace) -> int:
+    print(ctx.imds().get(args.path))
+    return EXIT_OK
+
+
+def _cmd_watch(ctx: _Context, args: argparse.Namespace) -> int:
+    from ec2net.watch import run  # noqa: PLC0415
+
+    return run(ctx)
+
+
+COMMANDS: dict[str, Callable[[_Context, argparse.Namespace], int]] = {
+    "up": _cmd_up,
+    "down": _cmd_down,
+    "scan": _cmd_scan,
+    "refresh": _cmd_refresh,
+    "plan": _cmd_plan,
+    "status": _cmd_status,
+    "metadata": _cmd_metadata,
+    "watch": _cmd_watch,
+}
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = "ec2net") -> int:
+    args = build_parser(prog).parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        ctx = _Context()
+        return COMMANDS[args.verb](ctx, args)
+    except Ec2NetError as err:
+        log.error("%s", err)
+        return exit_code(err)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _compat(verb: str, argv: Optional[Sequence[str]] = None) -> int:
+    rest = list(sys.argv[1:] if argv is None else argv)
+    return main([verb, *rest], prog=f"ec2if{verb}")
+
+
+def ec2ifup(argv: Optional[Sequence[str]] = None) -> int:
+    return _compat("up", argv)
+
+
+def ec2ifdown(argv: Optional[Sequence[str]] = None) -> int:
+    return _compat("down", argv)
+
+
+def ec2ifscan(argv: Optional[Sequence[str]] = None) -> int:
+    return _compat("scan", argv)

@@ -1,0 +1,293 @@
+"""Settings: the TOML configuration file, validated against one schema.
+
+The schema (`SCHEMA`) is data so that the same source produces the validation, the
+commented default file and the ec2net.toml(5) man page.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ec2net.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.9/3.10 hosts
+    import tomli as tomllib
+
+DEFAULT_CONFIG = "/etc/ec2net/ec2net.toml"
+DEFAULT_RUNTIME_DIR = "/run/ec2net"
+
+
+@dataclass(frozen=True)
+class Settings:
+    drivers: tuple[str, ...] = ("ena", "ixgbevf", "vif")
+    exclude_names: tuple[str, ...] = ()
+    exclude_macs: tuple[str, ...] = ()
+    exclude_eni_ids: tuple[str, ...] = ()
+    manage_primary: bool = False
+    refresh_interval: float = 60.0
+    imds_endpoints: tuple[str, ...] = ("http://169.254.169.254", "http://[fd00:ec2::254]")
+    imds_timeout: float = 1.0
+    imds_retries: int = 4
+    propagation_timeout: float = 30.0
+    allow_imdsv1: bool = False
+    token_ttl: int = 21600
+    backend: str = "auto"
+    lock_timeout: float = 60.0
+    config_path: str = DEFAULT_CONFIG
+    runtime_dir: str = DEFAULT_RUNTIME_DIR
+
+
+@dataclass(frozen=True)
+class Field:
+    section: str
+    key: str
+    attr: str
+    kind: str  # "str", "bool", "number", "int", "list"
+    doc: str
+    check: Optional[Callable[[Any], Optional[str]]] = None  # returns a reason or None
+
+
+def _positive(v: Any) -> Optional[str]:
+    return None if v > 0 else "must be greater than 0"
+
+
+def _ttl(v: Any) -> Optional[str]:
+    return None if 1 <= v <= 21600 else "must be between 1 and 21600"
+
+
+def _endpoints(v: Any) -> Optional[str]:
+    for url in v:
+        if not (url.startswith("http://")):
+            return f"{url!r} is not an http:// URL (IMDS is plain HTTP on a link-local address)"
+    return None if v else "needs at least one endpoint"
+
+
+def _backend(v: Any) -> Optional[str]:
+    names = ("auto", "netlink", "ifcfg", "networkd", "nm")
+    return None if v in names else f"must be one of {', '.join(names)}"
+
+
+def _mac_list(v: Any) -> Optional[str]:
+    for mac in v:
+        parts = mac.split(":")
+        if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+            return f"{mac!r} is not a MAC address like 02:aa:bb:cc:dd:ee"
+        try:
+            [int(p, 16) for p in parts]
+        except ValueError:
+            return f"{mac!r} is not a MAC address like 02:aa:bb:cc:dd:ee"
+    return None
+
+
+SCHEMA: tuple[Field, ...] = (
+    Field(
+        "interfaces",
+        "drivers",
+        "drivers",
+        "list",
+        "Kernel drivers whose interfaces are ENIs (udev ID_NET_DRIVER).",
+    ),
+    Field(
+        "interfaces",
+        "exclude_names",
+        "exclude_names",
+        "list",
+        'Interface names (shell globs allowed, e.g. "eth9" or "cni*") never touched.',
+    ),
+    Field(
+        "interfaces",
+        "exclude_macs",
+        "exclude_macs",
+        "list",
+        "MAC addresses of ENIs never touched (e.g. ENIs owned by a CNI).",
+        _mac_list,
+    ),
+    Field(
+        "interfaces",
+        "exclude_eni_ids",
+        "exclude_eni_ids",
+        "list",
+        "ENI ids (eni-...) never touched.",
+    ),
+    Field(
+        "interfaces",
+        "manage_primary",
+        "manage_primary",
+        "bool",
+        "Also configure the primary ENI (secondary addresses and policy rules). Off: "
+        "the primary is left to the boot network configuration.",
+    ),
+    Field(
+        "refresh",
+        "interval",
+        "refresh_interval",
+        "number",
+        "Seconds between IMDS polls for secondary address changes.",
+        _positive,
+    ),
+    Field(
+        "imds",
+        "endpoints",
+        "imds_endpoints",
+        "list",
+        "IMDS base URLs, tried in order.",
+        _endpoints,
+    ),
+    Field(
+        "imds",
+        "timeout",
+        "imds_timeout",
+        "number",
+        "Seconds to wait for one IMDS answer.",
+        _positive,
+    ),
+    Field(
+        "imds",
+        "retries",
+        "imds_retries",
+        "int",
+        "Retries (exponential backoff with jitter) after a transient IMDS error.",
+        lambda v: None if v >= 0 else "must be 0 or more",
+    ),
+    Field(
+        "imds",
+        "propagation_timeout",
+        "propagation_timeout",
+        "number",
+        "Seconds to wait for a newly attached ENI's metadata to appear.",
+        _positive,
+    ),
+    Field(
+        "imds",
+        "allow_imdsv1",
+        "allow_imdsv1",
+        "bool",
+        "Fall back to IMDSv1 when no token can be had. A security choice: off.",
+    ),
+    Field(
+        "imds",
+        "token_ttl",
+        "token_ttl",
+        "int",
+        "Lifetime in seconds requested for the IMDSv2 session token.",
+        _ttl,
+    ),
+    Field(
+        "backend",
+        "name",
+        "backend",
+        "str",
+        "How changes are applied: auto, netlink, ifcfg, networkd or nm.",
+        _backend,
+    ),
+    Field(
+        "runtime",
+        "lock_timeout",
+        "lock_timeout",
+        "number",
+        "Seconds to wait for another ec2net working on the same interface.",
+        _positive,
+    ),
+)
+
+_KINDS: dict[str, Callable[[Any], bool]] = {
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+}
+_KIND_NAMES = {
+    "str": "a string",
+    "bool": "true or false",
+    "int": "an integer",
+    "number": "a number",
+    "list": "a list of strings",
+}
+
+
+def parse(data: dict[str, Any], path: str) -> dict[str, Any]:
+    """Validate a parsed TOML document; return Settings field values it sets."""
+    fields = {(f.section, f.key): f for f in SCHEMA}
+    sections = {f.section for f in SCHEMA}
+    values: dict[str, Any] = {}
+    for section, table in data.items():
+        if section not in sections:
+            raise ConfigError(path, section, "unknown section")
+        if not isinstance(table, dict):
+            raise ConfigError(path, section, "must be a table ([section])")
+        for key, value in table.items():
+            field = fields.get((section, key))
+            name = f"{section}.{key}"
+            if field is None:
+                raise ConfigError(path, name, "unknown key")
+            if not _KINDS[field.kind](value):
+                raise ConfigError(path, name, f"must be {_KIND_NAMES[field.kind]}")
+            reason = field.check(value) if field.check else None
+            if reason:
+                raise ConfigError(path, name, reason)
+            if field.kind == "list":
+                lower = field.key == "exclude_macs"
+                values[field.attr] = tuple(v.lower() if lower else v for v in value)
+            else:
+                values[field.attr] = value
+    return values
+
+
+def load(environ: Optional[dict[str, str]] = None) -> Settings:
+    """Read the config file named by EC2NET_CONFIG (or the default path); a missing
+    file at the default path means defaults, a missing file named explicitly is an error."""
+    env = os.environ if environ is None else environ
+    explicit = env.get("EC2NET_CONFIG")
+    path = explicit or DEFAULT_CONFIG
+    runtime_dir = env.get("EC2NET_RUNTIME_DIR") or DEFAULT_RUNTIME_DIR
+    values: dict[str, Any] = {}
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(path, "-", "file not found") from None
+        raw = b""
+    except OSError as err:
+        raise ConfigError(path, "-", err.strerror or str(err)) from None
+    if raw:
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(path, "-", f"not valid TOML: {err}") from None
+        values = parse(data, path)
+    if "EC2NET_IMDS_URL" in env:  # tests and benchmarks point at a simulator
+        values["imds_endpoints"] = (env["EC2NET_IMDS_URL"],)
+    return Settings(config_path=path, runtime_dir=runtime_dir, **values)
+
+
+def render_default() -> str:
+    """The commented default configuration file shipped in packages."""
+    defaults = Settings()
+    out = ["# ec2net configuration. Every key is optional; shown are the defaults.", ""]
+    section = ""
+    for field in SCHEMA:
+        if field.section != section:
+            if section:
+                out.append("")
+            section = field.section
+            out.append(f"[{section}]")
+        out.append(f"# {field.doc}")
+        out.append(f"#{field.key} = {_toml_value(getattr(defaults, field.attr))}")
+    return "\n".join(out) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    return f'"{value}"'

@@ -1,0 +1,107 @@
+"""diff: desired vs current, restricted to what we own, as an ordered ChangeSet.
+
+Ownership: routes and rules carry our protocol number (backends return only those),
+and are further scoped to the ENI's table so that work on one ENI never touches
+another's. Addresses are ours only if the runtime record says we added them; an address
+already on the link (DHCP, a person) satisfies the plan but never becomes ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ec2net.model import (
+    TABLE_MAIN,
+    AddressSpec,
+    Change,
+    ChangeSet,
+    InterfacePlan,
+    IPAddress,
+    NetObject,
+    Op,
+    RouteSpec,
+    RuleSpec,
+    sort_key,
+)
+
+
+@dataclass(frozen=True)
+class Current:
+    """What one ENI has now, as far as we may touch it."""
+
+    link_addresses: frozenset[AddressSpec]  # everything on the link
+    owned_ips: frozenset[IPAddress]  # from the runtime record
+    routes: frozenset[RouteSpec]  # ours, in the ENI's table
+    rules: frozenset[RuleSpec]  # ours, pointing at the ENI's table
+
+
+@dataclass
+class Delta:
+    """Unordered per-kind changes; `changeset` orders them."""
+
+    add: list[NetObject] = field(default_factory=list)
+    delete: list[NetObject] = field(default_factory=list)
+
+    def extend(self, other: Delta) -> None:
+        self.add += other.add
+        self.delete += other.delete
+
+
+def diff_interface(desired: Optional[InterfacePlan], current: Current) -> Delta:
+    """Changes that turn `current` into `desired`; desired None means remove all of ours."""
+    want_addrs = desired.addresses if desired else frozenset()
+    want_routes = desired.routes if desired else frozenset()
+    want_rules = desired.rules if desired else frozenset()
+    present = {a.address.ip: a for a in current.link_addresses}
+    wanted_ips = {a.address.ip for a in want_addrs}
+    delta = Delta()
+    delta.add += sorted((a for a in want_addrs if a.address.ip not in present), key=sort_key)
+    delta.delete += sorted(
+        (a for ip, a in present.items() if ip in current.owned_ips and ip not in wanted_ips),
+        key=sort_key,
+    )
+    delta.add += sorted(want_routes - current.routes, key=sort_key)
+    delta.delete += sorted(current.routes - want_routes, key=sort_key)
+    delta.add += sorted(want_rules - current.rules, key=sort_key)
+    delta.delete += sorted(current.rules - want_rules, key=sort_key)
+    return delta
+
+
+def owned_after(desired: Optional[InterfacePlan], current: Current) -> frozenset[IPAddress]:
+    """The addresses the record should list once `diff_interface`'s changes applied."""
+    if desired is None:
+        return frozenset()
+    present = {a.address.ip for a in current.link_addresses}
+    wanted = {a.address.ip for a in desired.addresses}
+    return frozenset((wanted & current.owned_ips & present) | (wanted - present))
+
+
+def diff_shared(desired: frozenset[RuleSpec], owned: Iterable[RuleSpec]) -> Delta:
+    current = {r for r in owned if r.table == TABLE_MAIN}
+    return Delta(
+        add=sorted(desired - current, key=sort_key),
+        delete=sorted(current - desired, key=sort_key),
+    )
+
+
+def changeset(delta: Delta) -> ChangeSet:
+    """Deletions first (rules, routes, addresses), then additions (addresses, routes,
+    rules): a rule never points at a table whose routes are not there yet."""
+    dels = sorted(delta.delete, key=lambda o: (-sort_key(o)[0], *sort_key(o)[1:]))
+    adds = sorted(delta.add, key=sort_key)
+    return ChangeSet(
+        tuple(Change(Op.DEL, o) for o in _dedupe(dels))
+        + tuple(Change(Op.ADD, o) for o in _dedupe(adds))
+    )
+
+
+def _dedupe(objs: list[NetObject]) -> list[NetObject]:
+    seen: set[NetObject] = set()
+    out = []
+    for o in objs:
+        if o not in seen:
+            seen.add(o)
+            out.append(o)
+    return out

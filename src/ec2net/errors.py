@@ -1,0 +1,78 @@
+"""Errors that carry meaning, mapped to exit codes in one place (`exit_code`)."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_TRANSIENT = 1  # systemd may retry
+EXIT_PERMANENT = 2  # bad config, interface gone for good: do not retry
+
+
+class Ec2NetError(Exception):
+    """Base error. `retryable` says whether trying again later can succeed."""
+
+    retryable = False
+
+
+class ConfigError(Ec2NetError):
+    def __init__(self, path: str, key: str, reason: str) -> None:
+        super().__init__(f"{path}: {key}: {reason}")
+        self.path = path
+        self.key = key
+        self.reason = reason
+
+
+class MetadataError(Ec2NetError):
+    """IMDS returned a value that does not parse; nothing was applied."""
+
+    def __init__(self, key: str, value: str, reason: str) -> None:
+        super().__init__(f"metadata {key}={value!r}: {reason}")
+        self.key = key
+        self.value = value
+
+
+class ImdsError(Ec2NetError):
+    """Base of IMDS client errors."""
+
+
+class ImdsAbsent(ImdsError):
+    """404: the key does not exist (for an optional key this means 'none')."""
+
+
+class ImdsNotYet(ImdsError):
+    """The ENI's metadata has not propagated yet (absent MAC, device-number 0)."""
+
+    retryable = True
+
+
+class ImdsTransient(ImdsError):
+    """5xx, throttling, timeouts, resets: unknown, keep what is there and retry."""
+
+    retryable = True
+
+
+class ImdsFatal(ImdsError):
+    """IMDS refuses us (disabled, 403, bad request): retrying will not help."""
+
+
+class InterfaceGone(Ec2NetError):
+    """The interface does not exist (and has no record to clean up)."""
+
+
+class NotAnEni(Ec2NetError):
+    """The interface is excluded by configuration or is not an ENI; nothing to do."""
+
+
+class ApplyFailed(Ec2NetError):
+    """The kernel refused some changes; a later run may succeed."""
+
+    retryable = True
+
+
+class LockTimeout(Ec2NetError):
+    retryable = True
+
+
+def exit_code(err: BaseException) -> int:
+    if isinstance(err, Ec2NetError):
+        return EXIT_TRANSIENT if err.retryable else EXIT_PERMANENT
+    return EXIT_TRANSIENT

@@ -1,0 +1,180 @@
+"""Typed values that flow between the pipeline stages.
+
+`Link` is what the kernel says about an interface; `AddressSpec`, `RouteSpec` and
+`RuleSpec` are network objects in a form both the planner (desired) and a backend
+(current, read back) produce, so that `diff` is plain set arithmetic.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+
+# Route/rule protocol number that marks objects as ours (rtnetlink `proto`). Values
+# up to 4 are the kernel's; 9-19 and 42, 186-192 are taken by well-known daemons.
+RTPROT_EC2NET = 236
+
+TABLE_MAIN = 254
+
+# Rule priorities. Per ENI index i = 100 * network_card + device_number:
+#   PRIO_VPC + i   : from <owned block> lookup <table> suppress_prefixlength 0
+#   PRIO_MAIN      : lookup main suppress_prefixlength 0   (one per family, shared)
+#   PRIO_DEFAULT + i: from <owned block> lookup <table>
+# so in-VPC routes of the ENI win first, then specific main routes (bridges, pods,
+# user routes), and only then the ENI's default route. See docs/routing.md.
+TABLE_BASE = 10000
+PRIO_VPC = 10000
+PRIO_MAIN = 20000
+PRIO_DEFAULT = 25000
+
+
+class Family(enum.IntEnum):
+    V4 = 2  # AF_INET
+    V6 = 10  # AF_INET6
+
+
+class Scope(enum.IntEnum):
+    UNIVERSE = 0
+    LINK = 253
+    HOST = 254
+
+
+def family_of(value: Union[IPAddress, IPNetwork, IPInterface]) -> Family:
+    return Family.V4 if value.version == 4 else Family.V6
+
+
+@dataclass(frozen=True)
+class Link:
+    """An interface as the kernel reports it."""
+
+    index: int
+    name: str
+    mac: str  # lowercase, colon separated
+    driver: str  # sysfs driver ("ena", "virtio_net") or link kind ("veth")
+    up: bool = True
+    # IPv6 routers learned from RAs on this link (link-local), if any.
+    ipv6_routers: tuple[ipaddress.IPv6Address, ...] = ()
+
+
+@dataclass(frozen=True)
+class AddressSpec:
+    ifname: str
+    address: IPInterface
+    noprefixroute: bool = True
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.address)
+
+    def __str__(self) -> str:
+        flags = " noprefixroute" if self.noprefixroute else ""
+        return f"address {self.address} dev {self.ifname}{flags}"
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    table: int
+    dst: IPNetwork
+    ifname: str
+    gateway: Optional[IPAddress] = None
+    scope: Scope = Scope.UNIVERSE
+    src: Optional[IPAddress] = None  # preferred source
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.dst)
+
+    def __str__(self) -> str:
+        parts = [f"route {self.dst}"]
+        if self.gateway is not None:
+            parts.append(f"via {self.gateway}")
+        parts.append(f"dev {self.ifname} table {self.table}")
+        if self.scope is Scope.LINK:
+            parts.append("scope link")
+        if self.src is not None:
+            parts.append(f"src {self.src}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    priority: int
+    family: Family
+    table: int
+    src: Optional[IPNetwork] = None
+    suppress_prefixlength: Optional[int] = None
+
+    def __str__(self) -> str:
+        parts = [f"rule pref {self.priority}"]
+        parts.append(f"from {self.src}" if self.src is not None else "from all")
+        parts.append(f"lookup {'main' if self.table == TABLE_MAIN else self.table}")
+        if self.suppress_prefixlength is not None:
+            parts.append(f"suppress_prefixlength {self.suppress_prefixlength}")
+        return ("-6 " if self.family is Family.V6 else "") + " ".join(parts)
+
+
+NetObject = Union[AddressSpec, RouteSpec, RuleSpec]
+
+_KIND_ORDER = {AddressSpec: 0, RouteSpec: 1, RuleSpec: 2}
+
+
+def sort_key(obj: NetObject) -> tuple[int, int, str]:
+    """A total order over mixed objects (IPv4 and IPv6 values do not compare)."""
+    return (_KIND_ORDER[type(obj)], int(obj.family), str(obj))
+
+
+@dataclass(frozen=True)
+class InterfacePlan:
+    """Everything one ENI should have, as planned."""
+
+    mac: str
+    eni_id: str
+    ifname: str
+    table: int
+    addresses: frozenset[AddressSpec] = frozenset()
+    routes: frozenset[RouteSpec] = frozenset()
+    rules: frozenset[RuleSpec] = frozenset()
+
+    def objects(self) -> frozenset[NetObject]:
+        return frozenset((*self.addresses, *self.routes, *self.rules))
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    interfaces: tuple[InterfacePlan, ...] = ()
+    # Rules shared by all managed ENIs (the main-table suppress rule per family).
+    shared_rules: frozenset[RuleSpec] = field(default_factory=frozenset)
+
+
+class Op(enum.Enum):
+    ADD = "add"
+    DEL = "del"
+
+
+@dataclass(frozen=True)
+class Change:
+    op: Op
+    obj: NetObject
+
+    def __str__(self) -> str:
+        return f"{self.op.value} {self.obj}"
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """Ordered changes: deletions rules -> routes -> addresses, then additions
+    addresses -> routes -> rules, so nothing is ever routed through a half-built path."""
+
+    changes: tuple[Change, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)
+
+    def __len__(self) -> int:
+        return len(self.changes)

@@ -1,0 +1,151 @@
+"""The planner: a pure function from ENI metadata + links + settings to DesiredState.
+
+Scheme (docs/routing.md has the reasons): ENI index i = 100*network_card +
+device_number; table 10000+i holds the ENI's subnet route, routes to the VPC's CIDRs via
+the subnet router, and a default route. Per owned source block two rules: one at
+10000+i that consults the table for everything but its default route, one at 25000+i
+for the default route; between them, at 20000, `lookup main suppress_prefixlength 0`
+lets specific main-table routes (bridges, pods, user routes) win over the ENI default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from typing import Optional, Union
+
+from ec2net.metadata import EniMetadata
+from ec2net.model import (
+    PRIO_DEFAULT,
+    PRIO_MAIN,
+    PRIO_VPC,
+    TABLE_BASE,
+    TABLE_MAIN,
+    AddressSpec,
+    DesiredState,
+    Family,
+    InterfacePlan,
+    IPNetwork,
+    Link,
+    RouteSpec,
+    RuleSpec,
+    Scope,
+)
+
+# AWS documents the VPC router as reachable at this link-local address on every ENI.
+AWS_IPV6_ROUTER = ipaddress.IPv6Address("fe80:ec2::1")
+DEFAULT4 = ipaddress.IPv4Network("0.0.0.0/0")
+DEFAULT6 = ipaddress.IPv6Network("::/0")
+
+
+def table_for(eni: EniMetadata) -> int:
+    return TABLE_BASE + eni.index
+
+
+def _addresses(eni: EniMetadata, link: Link) -> list[AddressSpec]:
+    out: list[AddressSpec] = []
+    v4 = list(eni.ipv4s)
+    v6 = list(eni.ipv6s)
+    if eni.is_primary:
+        # The primary's own address belongs to the boot network configuration. (Its
+        # IPv6 addresses may be planned: one that DHCPv6 already put there is left as is.)
+        v4 = v4[1:]
+    elif v4 and eni.subnet4 is not None:
+        first, v4 = v4[0], v4[1:]
+        # Subnet-length primary address without a main-table prefix route: the subnet
+        # route lives only in the ENI's table, so main never sends other sources here.
+        out.append(AddressSpec(link.name, ipaddress.IPv4Interface((first, eni.subnet4.prefixlen))))
+    # Secondaries as host addresses: deleting one never takes others with it.
+    out += [AddressSpec(link.name, ipaddress.IPv4Interface((a, 32))) for a in v4]
+    out += [AddressSpec(link.name, ipaddress.IPv6Interface((a, 128))) for a in v6]
+    return out
+
+
+def source_blocks(eni: EniMetadata, family: Family) -> list[IPNetwork]:
+    """Owned sources, aggregated to exact CIDR blocks (one rule per block)."""
+    if family is Family.V4:
+        v4 = [*(ipaddress.IPv4Network(a) for a in eni.ipv4s), *eni.ipv4_prefixes]
+        return list(ipaddress.collapse_addresses(v4))
+    v6 = [*(ipaddress.IPv6Network(a) for a in eni.ipv6s), *eni.ipv6_prefixes]
+    return list(ipaddress.collapse_addresses(v6))
+
+
+def _routes(eni: EniMetadata, link: Link, table: int) -> list[RouteSpec]:
+    out: list[RouteSpec] = []
+    dev = link.name
+    if eni.subnet4 is not None and (eni.ipv4s or eni.ipv4_prefixes):
+        gw4 = eni.subnet4.network_address + 1
+        src = eni.ipv4s[0] if eni.ipv4s else None
+        out.append(RouteSpec(table, eni.subnet4, dev, scope=Scope.LINK, src=src))
+        for vpc in eni.vpc4:
+            if vpc != eni.subnet4:
+                out.append(RouteSpec(table, vpc, dev, gateway=gw4))
+        out.append(RouteSpec(table, DEFAULT4, dev, gateway=gw4))
+    if eni.subnet6 and (eni.ipv6s or eni.ipv6_prefixes):
+        gw6 = link.ipv6_routers[0] if link.ipv6_routers else AWS_IPV6_ROUTER
+        for subnet6 in eni.subnet6:
+            out.append(RouteSpec(table, subnet6, dev))
+        for vpc6 in eni.vpc6:
+            if vpc6 not in eni.subnet6:
+                out.append(RouteSpec(table, vpc6, dev, gateway=gw6))
+        out.append(RouteSpec(table, DEFAULT6, dev, gateway=gw6))
+    return out
+
+
+def _rules(eni: EniMetadata, table: int) -> list[RuleSpec]:
+    out: list[RuleSpec] = []
+    for family in (Family.V4, Family.V6):
+        for block in source_blocks(eni, family):
+            out.append(RuleSpec(PRIO_VPC + eni.index, family, table, block, 0))
+            out.append(RuleSpec(PRIO_DEFAULT + eni.index, family, table, block))
+    return out
+
+
+def plan_interface(eni: EniMetadata, link: Link) -> InterfacePlan:
+    table = table_for(eni)
+    return InterfacePlan(
+        mac=eni.mac,
+        eni_id=eni.eni_id,
+        ifname=link.name,
+        table=table,
+        addresses=frozenset(_addresses(eni, link)),
+        routes=frozenset(_routes(eni, link, table)),
+        rules=frozenset(_rules(eni, table)),
+    )
+
+
+def shared_rules(families: Iterable[Family]) -> frozenset[RuleSpec]:
+    return frozenset(RuleSpec(PRIO_MAIN, f, TABLE_MAIN, None, 0) for f in set(families))
+
+
+def plan(pairs: Sequence[tuple[EniMetadata, Link]]) -> DesiredState:
+    """Desired state for the given (ENI, link) pairs. Duplicate indexes (two ENIs
+    claiming one table) are a metadata inconsistency and raise ValueError."""
+    seen: dict[int, str] = {}
+    plans = []
+    for eni, link in sorted(pairs, key=lambda p: p[0].index):
+        if eni.index in seen:
+            raise ValueError(
+                f"{link.name}: {eni.eni_id} and {seen[eni.index]} both claim table "
+                f"{table_for(eni)} (network-card {eni.network_card}, "
+                f"device-number {eni.device_number})"
+            )
+        seen[eni.index] = eni.eni_id
+        plans.append(plan_interface(eni, link))
+    return DesiredState(tuple(plans), shared_rules(families_of(plans)))
+
+
+def families_of(plans: Iterable[InterfacePlan]) -> set[Family]:
+    return {r.family for p in plans for r in p.rules}
+
+
+def describe(eni: EniMetadata) -> dict[str, Union[str, int, list[str], Optional[str]]]:
+    """A JSON-friendly summary for status and records."""
+    return {
+        "mac": eni.mac,
+        "eni_id": eni.eni_id,
+        "network_card": eni.network_card,
+        "device_number": eni.device_number,
+        "ipv4s": [str(a) for a in eni.ipv4s],
+        "ipv6s": [str(a) for a in eni.ipv6s],
+    }
