@@ -12,6 +12,7 @@ import contextlib
 import fnmatch
 import json
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
@@ -123,13 +124,23 @@ class Engine:
             yield
 
     # --- verbs -------------------------------------------------------------------
-    def up(self, ifname: str, *, dry_run: bool = False) -> Result:
+    def up(self, ifname: str, *, dry_run: bool = False, fresh_within: float = 0.0) -> Result:
+        """Configure one ENI. With `fresh_within`, an ENI whose record on this very link
+        is younger than that many seconds is taken as done (another trigger just did
+        it), sparing the IMDS reads."""
         link = self.backend.link(ifname)
         if link is None:
             raise InterfaceGone(f"{ifname}: no such interface")
         reason = self.skip_reason(link)
         with self._locked([link.mac]):
             record = self.store.load(link.mac)
+            if (
+                fresh_within
+                and record is not None
+                and record.ifindex == link.index
+                and time.time() - record.updated < fresh_within
+            ):
+                return Result(ifname, "unchanged", detail="configured moments ago")
             if reason is None:
                 eni = wait_for_eni(
                     self.imds, link.mac, self.primary_mac(), self.settings.propagation_timeout
@@ -162,6 +173,18 @@ class Engine:
             results = self._converge(targets, dry_run)
         changes = tuple(c for r in results for c in r.changes.changes)
         return Result(ifname, "removed", ChangeSet(changes))
+
+    def down_mac(self, mac: str) -> Result:
+        """Remove what we configured for the ENI with this MAC, if its link is gone
+        (the daemon's path on a link removal: by MAC, as names get reused)."""
+        with self._locked([mac]):
+            rec = self.store.load(mac)
+            if rec is None:
+                return Result(mac, "unchanged")
+            live = next((ln for ln in self.backend.links() if ln.mac == mac), None)
+            if live is not None:
+                return Result(live.name, "unchanged", detail="link is present")
+            return self._converge([self._removal(rec)], dry_run=False)[0]
 
     def refresh(self, ifname: Optional[str] = None, *, dry_run: bool = False) -> list[Result]:
         """Re-read the addresses of configured ENIs. An IMDS failure leaves the ENI as

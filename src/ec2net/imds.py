@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,8 @@ class ImdsClient:
         self._sleep = sleep
         self._token: Optional[_Token] = None
         self._v1 = False  # set once a token could not be had and v1 is allowed
+        self._lock = threading.Lock()  # the daemon's worker threads share one token
+        self._stats_lock = threading.Lock()
         self.stats = RequestStats()
 
     # --- public -----------------------------------------------------------------
@@ -124,6 +127,10 @@ class ImdsClient:
 
     def _token_value(self) -> Optional[str]:
         """A token, or None when running as IMDSv1 (only if allowed)."""
+        with self._lock:
+            return self._token_locked()
+
+    def _token_locked(self) -> Optional[str]:
         if self._v1:
             return None
         token = self._valid_token()
@@ -219,7 +226,8 @@ class ImdsClient:
         becomes the preferred one."""
         errors: list[str] = []
         for i, ep in enumerate(self._endpoints):
-            self.stats.add(method, path)
+            with self._stats_lock:
+                self.stats.add(method, path)
             conn = http.client.HTTPConnection(ep.host, ep.port, timeout=self._timeout)
             try:
                 conn.request(method, path, headers=headers)

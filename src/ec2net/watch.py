@@ -1,0 +1,216 @@
+"""`ec2net watch`: the daemon.
+
+One process: a select loop over an rtnetlink link-event socket and a signal wakeup
+pipe. New ENIs are configured and removed ones cleaned up by jobs on a small thread
+pool (a job waiting for IMDS propagation never blocks other events); address changes
+are picked up by polling IMDS every `refresh.interval` seconds with jitter, sharing one
+token. The engine's locks make the daemon, udev-started units and a person at the shell
+safe together; a job that finds an ENI configured moments ago by someone else skips
+its IMDS reads altogether.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import select
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ec2net import config as config_mod
+from ec2net.backends import open_backend
+from ec2net.backends.netlink_events import LinkEvent, LinkEvents, Resync
+from ec2net.config import Settings
+from ec2net.engine import Engine
+from ec2net.errors import Ec2NetError
+from ec2net.imds import ImdsClient
+from ec2net.sdnotify import notify, watchdog_interval
+from ec2net.state import Store
+
+log = logging.getLogger(__name__)
+
+WORKERS = 4
+# A udev-started unit that configured the ENI this recently spares us the IMDS reads.
+FRESH_WITHIN = 10.0
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(Path(settings.runtime_dir))
+        self.store.ensure()
+        self.imds = self._imds(settings)
+        self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ec2net")
+        self.jobs: dict[str, Future[None]] = {}
+        self.pending: dict[str, Callable[[Engine], object]] = {}
+        self.known: dict[int, tuple[str, str]] = {}  # ifindex -> (name, mac)
+        self.stopping = False
+        self.reload_requested = False
+        self.next_refresh = time.monotonic() + self._interval()
+
+    def _imds(self, s: Settings) -> ImdsClient:
+        return ImdsClient(
+            s.imds_endpoints, timeout=s.imds_timeout, retries=s.imds_retries,
+            token_ttl=s.token_ttl, allow_v1=s.allow_imdsv1, token_cache=self.store.token_cache,
+        )  # fmt: skip
+
+    def _interval(self) -> float:
+        # Jitter spreads a fleet's polls (IMDS limits packets per second per ENI).
+        base = self.settings.refresh_interval
+        return base + random.uniform(0, base * 0.1)  # noqa: S311
+
+    # --- jobs ------------------------------------------------------------------------
+    @contextmanager
+    def _engine(self) -> Iterator[Engine]:
+        # One netlink socket per job: pyroute2 sockets are not shared between threads.
+        backend = open_backend(self.settings)
+        try:
+            yield Engine(self.settings, backend, self.imds, self.store)
+        finally:
+            backend.close()
+
+    def submit(self, key: str, work: Callable[[Engine], object]) -> None:
+        """Run `work` on the pool; a second request for a key still running is queued
+        once and runs after it (coalescing bursts of events for one ENI)."""
+        running = self.jobs.get(key)
+        if running is not None and not running.done():
+            self.pending[key] = work
+            return
+
+        def job() -> None:
+            try:
+                with self._engine() as engine:
+                    work(engine)
+            except Ec2NetError as err:
+                log.warning("%s: %s", key, err)
+            except Exception:
+                log.exception("%s: unexpected error", key)
+
+        self.jobs[key] = self.pool.submit(job)
+
+    def _reap(self) -> None:
+        for key, fut in list(self.jobs.items()):
+            if fut.done():
+                del self.jobs[key]
+                work = self.pending.pop(key, None)
+                if work is not None:
+                    self.submit(key, work)
+
+    # --- events ------------------------------------------------------------------------
+    def resync(self) -> None:
+        with self._engine() as engine:
+            self.known = {ln.index: (ln.name, ln.mac) for ln in engine.backend.links()}
+        self.submit("scan", lambda e: e.scan())
+
+    def on_event(self, ev: LinkEvent) -> None:
+        if ev.kind == "del":
+            old = self.known.pop(ev.index, None)
+            mac = old[1] if old else ev.mac
+            if mac and self.store.load(mac) is not None:
+                self.submit(f"mac {mac}", lambda e: e.down_mac(mac))
+            return
+        seen = self.known.get(ev.index)
+        self.known[ev.index] = (ev.name, ev.mac)
+        if seen == (ev.name, ev.mac):
+            return  # a flag or carrier change on a link we know: nothing to do
+        name = ev.name
+        self.submit(f"mac {ev.mac}", lambda e: e.up(name, fresh_within=FRESH_WITHIN))
+
+    def refresh(self) -> None:
+        self.submit("refresh", lambda e: e.refresh())
+
+    def reload(self) -> None:
+        try:
+            self.settings = config_mod.load()
+        except Ec2NetError as err:
+            log.error("reload: keeping the running configuration: %s", err)
+            return
+        self.imds = self._imds(self.settings)
+        log.info("reloaded %s", self.settings.config_path)
+        self.resync()
+
+    # --- main loop ---------------------------------------------------------------------
+    def run(self) -> int:
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        previous = signal.set_wakeup_fd(wake_w.fileno())
+        handlers = {
+            signal.SIGTERM: self._on_stop,
+            signal.SIGINT: self._on_stop,
+            signal.SIGHUP: self._on_hup,
+        }
+        old = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
+        events = LinkEvents()  # opened before the first scan: no event falls between
+        try:
+            self.resync()
+            notify("READY=1\nSTATUS=watching link events")
+            log.info("watching link events; refresh every %ss", self.settings.refresh_interval)
+            self._loop(events, wake_r)
+        finally:
+            notify("STOPPING=1")
+            events.close()
+            signal.set_wakeup_fd(previous)
+            for sig, h in old.items():
+                signal.signal(sig, h)
+            wake_r.close()
+            wake_w.close()
+            self.pending.clear()
+            self.pool.shutdown(wait=True)
+        return 0
+
+    def _loop(self, events: LinkEvents, wake: socket.socket) -> None:
+        watchdog = watchdog_interval()
+        next_ping = time.monotonic()
+        while not self.stopping:
+            now = time.monotonic()
+            if watchdog is not None and now >= next_ping:
+                notify("WATCHDOG=1")
+                next_ping = now + watchdog
+            if now >= self.next_refresh:
+                self.refresh()
+                self.next_refresh = now + self._interval()
+            deadline = self.next_refresh
+            if watchdog is not None:
+                deadline = min(deadline, next_ping)
+            # Wake at least every second to start queued jobs whose predecessor ended.
+            timeout = max(0.0, min(deadline - now, 1.0 if self.jobs else deadline - now))
+            fds = [events.fileno(), wake.fileno()]
+            ready, _, _ = select.select(fds, [], [], timeout)
+            if wake.fileno() in ready:
+                _drain(wake)
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload()
+            if events.fileno() in ready:
+                for ev in events.read():
+                    if isinstance(ev, Resync):
+                        log.warning("link events were lost; re-reading all links")
+                        self.resync()
+                    else:
+                        self.on_event(ev)
+            self._reap()
+
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _on_hup(self, signum: int, frame: Any) -> None:
+        self.reload_requested = True
+
+
+def _drain(sock: socket.socket) -> None:
+    try:
+        while sock.recv(64):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def run(ctx: Any, settings: Optional[Settings] = None) -> int:
+    return Daemon(settings or ctx.settings).run()
