@@ -89,7 +89,7 @@ def diff_shared(desired: frozenset[RuleSpec], owned: Iterable[RuleSpec]) -> Delt
 def changeset(delta: Delta) -> ChangeSet:
     """Deletions first (rules, routes, addresses), then additions (addresses, routes,
     rules): a rule never points at a table whose routes are not there yet."""
-    dels = sorted(delta.delete, key=lambda o: (-sort_key(o)[0], *sort_key(o)[1:]))
+    dels = sorted(delta.delete, key=lambda o: tuple(-k for k in sort_key(o)[:2]) + sort_key(o)[2:])
     adds = sorted(delta.add, key=sort_key)
     return ChangeSet(
         tuple(Change(Op.DEL, o) for o in _dedupe(dels))

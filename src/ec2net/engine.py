@@ -25,6 +25,7 @@ from ec2net.errors import (
     ApplyFailed,
     Ec2NetError,
     InterfaceGone,
+    TableConflict,
 )
 from ec2net.imds import ImdsClient
 from ec2net.metadata import EniMetadata, fetch_dynamic, wait_for_eni
@@ -289,8 +290,22 @@ class Engine:
         )
 
     # --- the one place that changes the system -------------------------------------
+    def _check_tables(self, targets: Sequence[Target]) -> None:
+        """Refuse to plan an ENI into a table another live ENI holds: IMDS can report a
+        stale device-number, and taking the table would break the other ENI."""
+        present = {ln.mac for ln in self.backend.links()}
+        holders = {r.table: r for r in self.store.records() if r.mac in present}
+        for t in targets:
+            other = holders.get(t.table)
+            if t.plan is not None and other is not None and other.mac != t.mac:
+                raise TableConflict(
+                    f"{t.ifname}: table {t.table} belongs to {other.ifname} "
+                    f"({other.eni_id}); waiting for IMDS to settle"
+                )
+
     def _converge(self, targets: Sequence[Target], dry_run: bool) -> list[Result]:
         with self.store.lock("global", self.settings.lock_timeout):
+            self._check_tables(targets)
             delta, currents = self._delta(targets)
             changes = changeset(delta)
             if dry_run:

@@ -68,6 +68,12 @@ class ApplyFailed(Ec2NetError):
     retryable = True
 
 
+class TableConflict(Ec2NetError):
+    """Another live ENI holds the table this ENI's metadata points at."""
+
+    retryable = True
+
+
 class LockTimeout(Ec2NetError):
     retryable = True
 

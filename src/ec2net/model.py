@@ -124,9 +124,12 @@ NetObject = Union[AddressSpec, RouteSpec, RuleSpec]
 _KIND_ORDER = {AddressSpec: 0, RouteSpec: 1, RuleSpec: 2}
 
 
-def sort_key(obj: NetObject) -> tuple[int, int, str]:
-    """A total order over mixed objects (IPv4 and IPv6 values do not compare)."""
-    return (_KIND_ORDER[type(obj)], int(obj.family), str(obj))
+def sort_key(obj: NetObject) -> tuple[int, int, int, str]:
+    """A total order over mixed objects (IPv4 and IPv6 values do not compare). Routes
+    without a gateway sort first: the kernel accepts a gateway only once a route in
+    that table makes it reachable."""
+    via = int(isinstance(obj, RouteSpec) and obj.gateway is not None)
+    return (_KIND_ORDER[type(obj)], via, int(obj.family), str(obj))
 
 
 @dataclass(frozen=True)

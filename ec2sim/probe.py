@@ -1,0 +1,126 @@
+"""A TCP echo service and a reachability probe, both bound to a chosen namespace.
+
+Sockets are created on a thread that entered the namespace (see `netns.run_in_netns`);
+after that they are ordinary sockets used from any thread. So the service runs in the
+test process and a probe costs no fork: a real TCP handshake through the fabric.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import threading
+from typing import Optional, Union
+
+from ec2sim.netns import run_in_netns
+
+ECHO_PORT = 7007  # "port 7" of the simulated instance, unprivileged-looking on purpose
+
+AnyAddr = Union[str, ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+def _listen_socket(port: int) -> socket.socket:
+    # one dual-stack socket covers every IPv4 and IPv6 address of the namespace
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    # IP_FREEBIND: listen even for addresses that are not (yet) configured
+    sock.setsockopt(socket.SOL_IP, 15, 1)
+    sock.bind(("::", port))
+    sock.listen(64)
+    return sock
+
+
+class EchoServer:
+    """Threaded TCP echo on all addresses of a namespace."""
+
+    def __init__(self, ns: str, port: int = ECHO_PORT) -> None:
+        self.ns = ns
+        self.port = port
+        self._sock: Optional[socket.socket] = None
+        self._thread: Optional[threading.Thread] = None
+        self._stopping = threading.Event()
+
+    def start(self) -> EchoServer:
+        self._sock = run_in_netns(self.ns, lambda: _listen_socket(self.port))
+        self._thread = threading.Thread(
+            target=self._accept_loop, name=f"echo-{self.ns}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def _accept_loop(self) -> None:
+        assert self._sock is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _serve(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5.0)
+            with contextlib.suppress(OSError):
+                while True:
+                    data = conn.recv(4096)
+                    if not data:
+                        return
+                    conn.sendall(data)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._sock is not None:
+            # shutdown wakes the blocked accept(); close alone may not
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+            self._sock = None
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+
+
+def probe(
+    ns: str,
+    addr: AnyAddr,
+    port: int = ECHO_PORT,
+    *,
+    source: Optional[AnyAddr] = None,
+    timeout: float = 1.0,
+) -> bool:
+    """True if a TCP connection from namespace `ns` to `addr` completes and echoes.
+
+    `source` binds the local address (the kernel must own it in `ns`). Any failure --
+    refused, unreachable, timeout because the fabric dropped a packet -- is False.
+    """
+    ip = ipaddress.ip_address(str(addr))
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+
+    def make() -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        if source is not None:
+            sock.bind((str(source), 0))
+        return sock
+
+    try:
+        sock = run_in_netns(ns, make)
+    except OSError:
+        return False
+    with sock:
+        sock.settimeout(timeout)
+        payload = b"ec2sim-probe\n"
+        try:
+            sock.connect((str(ip), port))
+            sock.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                chunk = sock.recv(len(payload) - len(got))
+                if not chunk:
+                    return False
+                got += chunk
+            return got == payload
+        except OSError:
+            return False

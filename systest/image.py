@@ -1,0 +1,565 @@
+"""Build (and cache) a Debian bookworm guest image for the system tests.
+
+Two stages, each cached by a content hash so repeated runs cost nothing:
+
+* base: ``debootstrap --variant=minbase`` with the packages every variant needs, the
+  initramfs configured for virtio (``MODULES=list``), docs and locales trimmed. Stored as
+  one ``base-<hash>.tar.zst``; shared by the variants because debootstrap is the slow part.
+* variant: the base unpacked, variant packages added with apt in a chroot, guest config
+  (machine-id, primary NIC, agent unit) written, then packed into a raw ext4 image with
+  ``mkfs.ext4 -d`` (no loop mounts) next to the kernel and initrd pulled from ``/boot``.
+
+Every build happens in a temporary directory inside the cache and is renamed into place,
+so a crashed or concurrent build never leaves a half image behind; a per-key ``flock``
+keeps two test runs from building the same thing twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import inspect
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+SUITE = "bookworm"
+DEFAULT_CACHE = "/var/cache/ec2net-systest"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+BASE_PACKAGES: tuple[str, ...] = (
+    "systemd",
+    "systemd-sysv",
+    "udev",
+    "iproute2",
+    "python3",
+    "python3-pyroute2",
+    "dbus",
+    "kmod",
+    "initramfs-tools",
+    "zstd",  # initramfs-tools only recommends it; without it the initrd falls back to gzip
+    "procps",
+    "iputils-ping",  # tests check reachability from inside the guest
+    "linux-image-cloud-amd64",
+)
+
+# systemd-networkd ships in the systemd package, so that variant needs nothing extra.
+VARIANT_PACKAGES: dict[str, tuple[str, ...]] = {
+    "networkd": (),
+    "nm": ("network-manager",),
+}
+
+INITRAMFS_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "ext4")
+
+# The harness always puts the primary NIC in PCI slot 5, so it is named ens5 as on Nitro.
+PRIMARY_IFNAME = "ens5"
+AGENT_PORT_NAME = "systest.agent"
+AGENT_GUEST_PATH = "/usr/local/lib/systest/agent_guest.py"
+
+TRIM_DIRS = (
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "usr/share/lintian",
+    "var/cache/apt",
+    "var/lib/apt/lists",
+)
+
+# Timers and services that only cost CPU under TCG and never matter to a test.
+MASKED_UNITS = (
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "e2scrub_all.timer",
+    "e2scrub_reap.service",
+    "fstrim.timer",
+    "getty@tty1.service",  # no display: the serial getty is the only useful one
+)
+
+Log = Callable[[str], None]
+TAR = ("tar", "--numeric-owner", "--xattrs", "--zstd")
+
+
+def _stderr_log(msg: str) -> None:
+    print(f"[systest.image] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Image:
+    """A built guest: everything QEMU needs to boot it."""
+
+    variant: str
+    key: str
+    directory: Path
+    kernel: Path
+    initrd: Path
+    rootfs: Path
+    kernel_version: str
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EC2NET_SYSTEST_CACHE", DEFAULT_CACHE))
+
+
+def _deb822_paragraphs(text: str) -> Iterator[dict[str, str]]:
+    for block in re.split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        last = ""
+        for line in block.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            if line[0] in " \t" and last:
+                fields[last] += " " + line.strip()
+            elif ":" in line:
+                last, _, value = line.partition(":")
+                last = last.strip().lower()
+                fields[last] = value.strip()
+        if fields:
+            yield fields
+
+
+def apt_mirror() -> str:
+    """The Debian mirror to debootstrap from.
+
+    ``EC2NET_SYSTEST_MIRROR`` wins; otherwise the first non-security ``deb`` source in
+    the host's apt configuration that carries the suite's ``main``; else deb.debian.org.
+    """
+    env = os.environ.get("EC2NET_SYSTEST_MIRROR")
+    if env:
+        return env
+    apt = Path("/etc/apt")
+    candidates: list[str] = []
+    for path in sorted((apt / "sources.list.d").glob("*.sources")):
+        for para in _deb822_paragraphs(path.read_text(errors="replace")):
+            if para.get("enabled", "yes").lower() == "no":
+                continue
+            if "deb" not in para.get("types", "").split():
+                continue
+            if SUITE not in para.get("suites", "").split():
+                continue
+            if "main" not in para.get("components", "").split():
+                continue
+            candidates.extend(para.get("uris", "").split())
+    lists = [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*.list"))]
+    for path in lists:
+        if not path.is_file():
+            continue
+        for raw in path.read_text(errors="replace").splitlines():
+            words = re.sub(r"\[[^]]*\]", " ", raw.split("#", 1)[0]).split()
+            if len(words) >= 4 and words[0] == "deb" and words[2] == SUITE and "main" in words:
+                candidates.append(words[1])
+    for uri in candidates:
+        if "security" not in uri:
+            return uri.rstrip("/")
+    return DEFAULT_MIRROR
+
+
+def _run(argv: Sequence[str], log_file: Path, env: Optional[dict[str, str]] = None) -> None:
+    with log_file.open("ab") as out:
+        out.write(("\n$ " + " ".join(argv) + "\n").encode())
+        out.flush()
+        proc = subprocess.run(
+            list(argv), check=False, stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    if proc.returncode != 0:
+        tail = log_file.read_bytes()[-4000:].decode(errors="replace")
+        raise BuildError(f"{argv[0]} failed with {proc.returncode}; log {log_file}:\n{tail}")
+
+
+def _chroot_env() -> dict[str, str]:
+    return {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "DEBIAN_FRONTEND": "noninteractive",
+        "LC_ALL": "C",
+        "HOME": "/root",
+    }
+
+
+def _chroot(root: Path, argv: Sequence[str], log_file: Path) -> None:
+    # A private pid and mount namespace gives the chroot its own /proc and guarantees that
+    # any daemon a maintainer script starts dies with it; nothing to unmount afterwards.
+    _run(
+        ["unshare", "--fork", "--pid", f"--mount-proc={root}/proc", "chroot", str(root), *argv],
+        log_file,
+        env=_chroot_env(),
+    )
+
+
+def _write(root: Path, rel: str, content: str, mode: int = 0o644) -> None:
+    path = root / rel.lstrip("/")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    os.chmod(path, mode)
+
+
+def _trim(root: Path) -> None:
+    for rel in TRIM_DIRS:
+        d = root / rel
+        if not d.is_dir():
+            continue
+        for child in d.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    (root / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+    (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+    for log in (root / "var/log").rglob("*"):
+        if log.is_file():
+            log.write_bytes(b"")
+
+
+def _hash(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+@contextmanager
+def _locked(cache: Path, name: str) -> Iterator[None]:
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / f".lock-{name}").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------- base stage
+
+DPKG_EXCLUDES = """\
+# Test image: keep later package installs as small as the trimmed base.
+path-exclude=/usr/share/doc/*
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/info/*
+path-exclude=/usr/share/locale/*
+path-exclude=/usr/share/lintian/*
+"""
+
+
+def _build_base(root: Path, mirror: str, log_file: Path) -> None:
+    _run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            "--include=" + ",".join(BASE_PACKAGES),
+            "--components=main",
+            SUITE,
+            str(root),
+            mirror,
+        ],
+        log_file,
+        # The kernel's postinst would build a MODULES=most initrd that we replace anyway.
+        env={**os.environ, "INITRD": "No", "LC_ALL": "C"},
+    )
+    _write(root, "etc/dpkg/dpkg.cfg.d/01-systest-nodoc", DPKG_EXCLUDES)
+    _write(root, "etc/initramfs-tools/modules", "\n".join(INITRAMFS_MODULES) + "\n")
+    conf = root / "etc/initramfs-tools/initramfs.conf"
+    text = conf.read_text()
+    text = re.sub(r"(?m)^MODULES=.*$", "MODULES=list", text)
+    text = re.sub(r"(?m)^#?\s*COMPRESS=.*$", "COMPRESS=zstd", text)
+    conf.write_text(text)
+    _chroot(root, ["update-initramfs", "-c", "-k", "all"], log_file)
+    _trim(root)
+
+
+def _base_key() -> str:
+    return _hash(SUITE, json.dumps(BASE_PACKAGES), inspect.getsource(_build_base), DPKG_EXCLUDES)
+
+
+def ensure_base(cache: Optional[Path] = None, log: Log = _stderr_log) -> Path:
+    """Return the cached base tarball, building it first if needed."""
+    cache = cache or cache_dir()
+    key = _base_key()
+    target = cache / f"base-{key}.tar.zst"
+    with _locked(cache, f"base-{key}"):
+        if target.is_file():
+            return target
+        mirror = apt_mirror()
+        log(f"building base {key} from {mirror} (debootstrap, ~1-2 min)")
+        t0 = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=".tmp-base-", dir=cache) as tmp:
+            root = Path(tmp) / "root"
+            log_file = cache / f"base-{key}.log"
+            log_file.write_bytes(b"")
+            _build_base(root, mirror, log_file)
+            partial = Path(tmp) / "base.tar.zst"
+            _run(
+                [*TAR, "-cf", str(partial), "-C", str(root), "."],
+                log_file,
+            )
+            os.replace(partial, target)
+        log(f"base {key} built in {time.monotonic() - t0:.0f} s")
+    return target
+
+
+# ---------------------------------------------------------------- variant stage
+
+NETWORKD_PRIMARY = f"""\
+# What an AMI ships for its primary NIC: DHCP on the first interface only. Hot-plugged
+# NICs (ens6, ...) are left alone; configuring them is the job of the tool under test.
+[Match]
+Name={PRIMARY_IFNAME} eth0
+
+[Network]
+DHCP=yes
+"""
+
+NM_PRIMARY = f"""\
+[connection]
+id=primary
+type=ethernet
+interface-name={PRIMARY_IFNAME}
+autoconnect=true
+
+[ipv4]
+method=auto
+
+[ipv6]
+method=auto
+may-fail=true
+"""
+
+# Without this NetworkManager would auto-activate "Wired connection N" on every new NIC
+# and hide whatever the tool under test does.
+NM_CONF = """\
+[main]
+no-auto-default=*
+"""
+
+AGENT_UDEV_RULE = f"""\
+SUBSYSTEM=="virtio-ports", ATTR{{name}}=="{AGENT_PORT_NAME}", TAG+="systemd", \
+ENV{{SYSTEMD_WANTS}}+="systest-agent.service"
+"""
+
+AGENT_UNIT = f"""\
+[Unit]
+Description=System-test agent on virtio-serial port {AGENT_PORT_NAME}
+DefaultDependencies=no
+BindsTo=dev-virtio\\x2dports-{AGENT_PORT_NAME}.device
+After=dev-virtio\\x2dports-{AGENT_PORT_NAME}.device
+
+[Service]
+ExecStart=/usr/bin/python3 {AGENT_GUEST_PATH} /dev/virtio-ports/{AGENT_PORT_NAME}
+Restart=always
+RestartSec=1
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+# `-cpu max` advertises SVM/VMX: without this the guest loads kvm modules it never uses.
+MODPROBE_BLACKLIST = """\
+blacklist kvm
+blacklist kvm_amd
+blacklist kvm_intel
+"""
+
+JOURNALD_CONF = """\
+[Journal]
+# Keep the journal in RAM: less disk work under TCG, and the root is a snapshot anyway.
+Storage=volatile
+"""
+
+
+def _agent_source() -> Path:
+    return Path(__file__).with_name("agent_guest.py")
+
+
+def variant_key(variant: str) -> str:
+    if variant not in VARIANT_PACKAGES:
+        raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANT_PACKAGES)}")
+    return _hash(
+        _base_key(),
+        variant,
+        json.dumps(VARIANT_PACKAGES[variant]),
+        Path(__file__).read_text(),
+        _agent_source().read_text(),
+    )
+
+
+def _configure(root: Path, variant: str, key: str, log_file: Path) -> None:
+    extra = VARIANT_PACKAGES[variant]
+    if extra:
+        # Nothing may start inside the chroot; resolv.conf only lives for the install.
+        _write(root, "usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)
+        resolv = root / "etc/resolv.conf"
+        resolv.unlink(missing_ok=True)
+        shutil.copyfile("/etc/resolv.conf", resolv)
+        _chroot(root, ["apt-get", "update", "-q"], log_file)
+        _chroot(
+            root,
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *extra],
+            log_file,
+        )
+        _chroot(root, ["apt-get", "clean"], log_file)
+        (root / "usr/sbin/policy-rc.d").unlink()
+        resolv.unlink()
+        resolv.write_text("")
+
+    # A fixed machine-id: no first-boot work, and stable DHCP client ids across boots.
+    _write(root, "etc/machine-id", hashlib.sha256(key.encode()).hexdigest()[:32] + "\n", 0o444)
+    dbus_id = root / "var/lib/dbus/machine-id"
+    dbus_id.parent.mkdir(parents=True, exist_ok=True)
+    dbus_id.unlink(missing_ok=True)
+    dbus_id.symlink_to("/etc/machine-id")
+    _write(root, "etc/hostname", "systest\n")
+    _write(root, "etc/hosts", "127.0.0.1\tlocalhost\n127.0.1.1\tsystest\n::1\tlocalhost\n")
+    _write(root, "etc/fstab", "/dev/vda\t/\text4\tdefaults\t0\t1\n")
+    _write(root, "etc/systemd/journald.conf.d/10-systest.conf", JOURNALD_CONF)
+    _write(root, "etc/modprobe.d/systest-blacklist.conf", MODPROBE_BLACKLIST)
+
+    agent_dst = root / AGENT_GUEST_PATH.lstrip("/")
+    agent_dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_agent_source(), agent_dst)
+    _write(root, "etc/udev/rules.d/90-systest-agent.rules", AGENT_UDEV_RULE)
+    _write(root, "etc/systemd/system/systest-agent.service", AGENT_UNIT)
+    _chroot(root, ["systemctl", "enable", "systest-agent.service"], log_file)
+    _chroot(root, ["systemctl", "mask", *MASKED_UNITS], log_file)
+    # Empty root password: a login on the serial console is the debugging path of last
+    # resort, and the guest is reachable only from its own test namespace.
+    _chroot(root, ["passwd", "-d", "root"], log_file)
+
+    if variant == "networkd":
+        _write(root, "etc/systemd/network/10-systest-primary.network", NETWORKD_PRIMARY)
+        _chroot(root, ["systemctl", "enable", "systemd-networkd.service"], log_file)
+    elif variant == "nm":
+        _write(root, "etc/NetworkManager/system-connections/primary.nmconnection", NM_PRIMARY)
+        os.chmod(root / "etc/NetworkManager/system-connections/primary.nmconnection", 0o600)
+        _write(root, "etc/NetworkManager/conf.d/90-systest.conf", NM_CONF)
+        _chroot(root, ["systemctl", "enable", "NetworkManager.service"], log_file)
+        _chroot(root, ["systemctl", "disable", "systemd-networkd.service"], log_file)
+    _trim(root)
+
+
+def _dir_size_mib(root: Path) -> int:
+    out = subprocess.run(
+        ["du", "-s", "-x", "--block-size=1M", str(root)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(out.split()[0])
+
+
+def _build_variant(tmp: Path, variant: str, key: str, base: Path, log_file: Path) -> Image:
+    root = tmp / "root"
+    root.mkdir()
+    _run(
+        [*TAR, "-xf", str(base), "-C", str(root)],
+        log_file,
+    )
+    _configure(root, variant, key, log_file)
+
+    kernels = sorted((root / "boot").glob("vmlinuz-*"))
+    if len(kernels) != 1:
+        raise BuildError(f"expected one kernel in /boot, found {kernels}")
+    kver = kernels[0].name[len("vmlinuz-") :]
+    shutil.copyfile(kernels[0], tmp / "vmlinuz")
+    shutil.copyfile(root / "boot" / f"initrd.img-{kver}", tmp / "initrd.img")
+
+    packages = subprocess.run(
+        ["chroot", str(root), "dpkg-query", "-W", "-f=${Package} ${Version}\n"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=_chroot_env(),
+    ).stdout
+
+    used = _dir_size_mib(root)
+    # Headroom so tests can install packages and write logs in the guest.
+    size_mib = used + used // 4 + 768
+    rootfs = tmp / "rootfs.img"
+    with rootfs.open("wb") as fh:
+        fh.truncate(size_mib * 1024 * 1024)
+    _run(
+        ["mkfs.ext4", "-q", "-F", "-m", "0", "-L", "systest-root", "-d", str(root), str(rootfs)],
+        log_file,
+    )
+    shutil.rmtree(root)
+    (tmp / "packages.txt").write_text(packages)
+    manifest = {
+        "variant": variant,
+        "key": key,
+        "suite": SUITE,
+        "kernel_version": kver,
+        "packages": list(BASE_PACKAGES) + list(VARIANT_PACKAGES[variant]),
+        "rootfs_used_mib": used,
+        "rootfs_size_mib": size_mib,
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return _load(tmp, variant, key)
+
+
+def _load(directory: Path, variant: str, key: str) -> Image:
+    manifest = json.loads((directory / "manifest.json").read_text())
+    return Image(
+        variant=variant,
+        key=key,
+        directory=directory,
+        kernel=directory / "vmlinuz",
+        initrd=directory / "initrd.img",
+        rootfs=directory / "rootfs.img",
+        kernel_version=str(manifest["kernel_version"]),
+    )
+
+
+def ensure_image(variant: str, cache: Optional[Path] = None, log: Log = _stderr_log) -> Image:
+    """Return the cached image for ``variant`` ("networkd" or "nm"), building if needed."""
+    cache = cache or cache_dir()
+    key = variant_key(variant)
+    final = cache / f"{variant}-{key}"
+    with _locked(cache, f"{variant}-{key}"):
+        if (final / "manifest.json").is_file():
+            return _load(final, variant, key)
+        base = ensure_base(cache, log)
+        log(f"building image {variant}-{key}")
+        t0 = time.monotonic()
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{variant}-", dir=cache))
+        try:
+            log_file = tmp / "build.log"
+            _build_variant(tmp, variant, key, base, log_file)
+            elapsed = time.monotonic() - t0
+            manifest = json.loads((tmp / "manifest.json").read_text())
+            manifest["build_seconds"] = round(elapsed, 1)
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            os.chmod(tmp, 0o755)  # noqa: S103 - mkdtemp made it 0700; images are not secret
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log(f"image {variant}-{key} built in {elapsed:.0f} s")
+    return _load(final, variant, key)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Build the system-test guest images.")
+    parser.add_argument("variants", nargs="*", default=sorted(VARIANT_PACKAGES))
+    args = parser.parse_args(argv)
+    for variant in args.variants:
+        image = ensure_image(variant)
+        print(f"{variant}: {image.directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Fixtures for the system tier: a cached guest image, a namespace LAN, a booted guest.
+
+Run with ``python3 -m pytest -q -s tests/system`` (as root). EC2NET_SYSTEST_KEEP=1 keeps
+the work directory (console log, QEMU argv, dnsmasq log) after the test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from systest import harness
+from systest.image import Image, ensure_image
+from systest.qemu import BootInfo, Vm, qemu_usable
+
+PRIMARY_IP = "10.0.1.10"
+
+
+@pytest.fixture(scope="session")
+def qemu_available() -> None:
+    reason = qemu_usable()
+    if reason is not None:
+        pytest.skip(f"system tests need QEMU: {reason}")
+    if os.geteuid() != 0:
+        pytest.skip("system tests need root (network namespaces, taps, debootstrap)")
+
+
+@pytest.fixture
+def variant() -> str:
+    """Image variant; a test overrides it with ``@pytest.mark.parametrize("variant", ...)``."""
+    return "networkd"
+
+
+@pytest.fixture
+def guest_image(qemu_available: None, variant: str) -> Image:
+    return ensure_image(variant)  # cached after the first build
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    path = harness.short_workdir()
+    yield path
+    if os.environ.get("EC2NET_SYSTEST_KEEP") == "1":
+        print(f"\nkept system-test workdir {path}")
+    else:
+        harness.remove_workdir(path)
+
+
+@pytest.fixture
+def lan(qemu_available: None, workdir: Path) -> Iterator[harness.Lan]:
+    taps = ("tap0", "tap1", "tap2", "tap3")
+    with (
+        harness.namespace() as ns,
+        harness.lan(ns, workdir, taps, {harness.PRIMARY_MAC: PRIMARY_IP}) as net,
+    ):
+        yield net
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # Remember each phase's outcome on the item so fixtures can tell a failed test.
+    report = yield
+    setattr(item, f"systest_{report.when}_failed", report.failed)
+    return report
+
+
+@pytest.fixture
+def booted(
+    request: pytest.FixtureRequest, guest_image: Image, lan: harness.Lan, workdir: Path
+) -> Iterator[tuple[Vm, BootInfo]]:
+    with harness.booted_vm(guest_image, lan.netns, workdir / "vm", lan.taps[0]) as (vm, info):
+        yield vm, info
+        failed = getattr(request.node, "systest_call_failed", False)
+        if failed or os.environ.get("EC2NET_SYSTEST_KEEP") == "1":
+            print("\n" + vm.diagnostics())
+            print("dnsmasq log tail:\n" + "\n".join(lan.dnsmasq.log().splitlines()[-20:]))
