@@ -313,7 +313,14 @@ class Engine:
             for t in targets:
                 if t.plan is not None and t.link is not None and not t.link.up:
                     self.backend.set_up(t.ifname)
+            started = time.perf_counter()
             report = self.backend.apply(changes) if changes else ApplyReport()
+            log.debug(
+                "applied %d of %d changes in %.1f ms",
+                len(report.applied),
+                len(changes),
+                (time.perf_counter() - started) * 1e3,
+            )
             self._write_records(targets, currents, report)
             remaining = changeset(self._delta(targets)[0])
         for change, why in report.failed:

@@ -1,0 +1,32 @@
+#!/bin/bash
+# Set-up shared by tools/test and tools/demo on a fresh Debian (bookworm) machine, as
+# root: Debian packages for the simulated VPC and the system tier, and a virtualenv
+# (.venv) with the Python tools. Idempotent: a second run installs nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+    iproute2 nftables dnsmasq-base isc-dhcp-client procps
+    python3 python3-venv python3-pyroute2 python3-pytest python3-tomli
+    qemu-system-x86 qemu-utils debootstrap e2fsprogs cpio zstd
+)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.requirements
+if ! cmp -s requirements-dev.txt "$stamp"; then
+    .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+    cp requirements-dev.txt "$stamp"
+fi
