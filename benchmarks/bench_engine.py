@@ -85,7 +85,8 @@ def _big_world() -> object:
 
 def batch_lines(plan_out: str) -> tuple[list[str], list[str]]:
     """`ec2net plan`-style change lines -> `ip -batch` lines (v4, v6)."""
-    v4, v6 = [], []
+    v4: list[str] = []
+    v6: list[str] = []
     for line in plan_out.splitlines():
         m = re.match(r"\s+add (-6 )?(address|route|rule) (.*)", line)
         if not m:

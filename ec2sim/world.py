@@ -114,12 +114,13 @@ class World:
         now = time.monotonic()
         with self.lock:
             for mac, eni in list(self.enis.items()):
-                if eni.detached_at is not None and now - eni.detached_at >= self.stale_after_detach:
+                if (
+                    eni.detached_at is not None
+                    and now - eni.detached_at >= self.stale_after_detach
+                ):
                     del self.enis[mac]
 
-    def assign(
-        self, mac: str, addr: Union[IPv4Addr, IPv6Addr, IPv4Net, IPv6Net]
-    ) -> None:
+    def assign(self, mac: str, addr: Union[IPv4Addr, IPv6Addr, IPv4Net, IPv6Net]) -> None:
         with self.lock:
             eni = self.enis[mac]
             if isinstance(addr, IPv4Addr):
@@ -131,9 +132,7 @@ class World:
             else:
                 eni.ipv6_prefixes.append(addr)
 
-    def unassign(
-        self, mac: str, addr: Union[IPv4Addr, IPv6Addr, IPv4Net, IPv6Net]
-    ) -> None:
+    def unassign(self, mac: str, addr: Union[IPv4Addr, IPv6Addr, IPv4Net, IPv6Net]) -> None:
         with self.lock:
             eni = self.enis[mac]
             for lst in (eni.ipv4s, eni.ipv6s, eni.ipv4_prefixes, eni.ipv6_prefixes):
@@ -239,15 +238,18 @@ def default_world() -> World:
     v6 = ipaddress.IPv6Network("2600:1f16:292::/56")
     subnets = {
         "subnet-a": Subnet(
-            "subnet-a", ipaddress.IPv4Network("10.0.1.0/24"),
+            "subnet-a",
+            ipaddress.IPv4Network("10.0.1.0/24"),
             ipaddress.IPv6Network("2600:1f16:292:1::/64"),
         ),
         "subnet-b": Subnet(
-            "subnet-b", ipaddress.IPv4Network("10.0.2.0/24"),
+            "subnet-b",
+            ipaddress.IPv4Network("10.0.2.0/24"),
             ipaddress.IPv6Network("2600:1f16:292:2::/64"),
         ),
         "subnet-c": Subnet(
-            "subnet-c", ipaddress.IPv4Network("10.0.3.0/24"),
+            "subnet-c",
+            ipaddress.IPv4Network("10.0.3.0/24"),
             ipaddress.IPv6Network("2600:1f16:292:3::/64"),
         ),
     }

@@ -17,7 +17,6 @@ import pytest
 
 from ec2sim.fabric import Fabric
 from ec2sim.netns import run_in_netns
-from tests.sim.conftest import _orphans_removed, make_world, world  # noqa: F401
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 Addr = Union[ipaddress.IPv4Address, ipaddress.IPv6Address, str]
@@ -115,7 +114,7 @@ def instance(world: Fabric, tmp_path: Path) -> Iterator[Instance]:
 @pytest.fixture
 def make_instance(
     make_world: Callable[..., Fabric],
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> Callable[..., Instance]:
     def factory(**kwargs: Any) -> Instance:
         config = kwargs.pop("config", {})

@@ -9,7 +9,6 @@ from typing import Callable
 
 import pytest
 
-from ec2sim.fabric import Fabric
 from ec2sim.world import Eni, Subnet, World, default_world
 from tests.world.conftest import Instance, echo
 

@@ -92,4 +92,4 @@ def test_parallel_operations_end_in_the_desired_state(instance: Instance) -> Non
     ours = [r for r in rules if "proto 236" in r]
     assert len(ours) == len(set(ours))
     for eni in enis:
-        assert all(instance.reachable(a) for a in (*eni.ipv4s, *eni.ipv6s))
+        assert all(instance.reachable(str(a)) for a in (*eni.ipv4s, *eni.ipv6s))

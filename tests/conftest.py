@@ -3,8 +3,7 @@
 `world` yields a started `Fabric` (default world: primary ENI as eth0, client host in
 subnet-c, peer in the primary's subnet, IMDS at 169.254.169.254, echo service on the
 instance) and always tears it down. `make_world` builds custom ones (another World,
-dhcp=True, ra=True, ...). Other test directories reuse them with
-`from tests.sim.conftest import make_world, world  # noqa: F401` in their conftest.py.
+dhcp=True, ra=True, ...). Shared by every test directory.
 """
 
 from __future__ import annotations
