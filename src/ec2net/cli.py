@@ -71,6 +71,12 @@ def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
         help="path under /latest/meta-data/, e.g. network/interfaces/macs/",
     )
     verb("watch", "Run the daemon: follow link events, poll IMDS for address changes.")
+    s = verb(
+        "install-system-files",
+        "Install the udev rule and systemd units (for pip installs; packages ship them).",
+    )
+    s.add_argument("--root", default="/", help="directory standing for / (default /)")
+    s.add_argument("--bindir", help="directory of the ec2net command (default: found on PATH)")
     return p
 
 
@@ -174,6 +180,14 @@ def _cmd_watch(ctx: _Context, args: argparse.Namespace) -> int:
     return run(ctx)
 
 
+def _cmd_install_system_files(ctx: _Context, args: argparse.Namespace) -> int:
+    from ec2net.sysfiles import install  # noqa: PLC0415
+
+    for path in install(Path(args.root), ctx.settings.drivers, args.bindir):
+        print(path)
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[_Context, argparse.Namespace], int]] = {
     "up": _cmd_up,
     "down": _cmd_down,
@@ -183,6 +197,7 @@ COMMANDS: dict[str, Callable[[_Context, argparse.Namespace], int]] = {
     "status": _cmd_status,
     "metadata": _cmd_metadata,
     "watch": _cmd_watch,
+    "install-system-files": _cmd_install_system_files,
 }
 
 

@@ -1,0 +1,237 @@
+"""Bulk apply: NetlinkBackend vs one `ip -force -batch` vs pyroute2 one call at a time.
+
+The `scan` shape of 15 ENIs x 50 IPv4: 750 addresses, 1500 rules (two per address),
+45 routes (subnet + default per table, an IPv6 default via fe80:ec2::1) and the shared
+main-table suppress rule per family. Each run gets a fresh namespace with 15 veth pairs,
+so nothing needs flushing. Needs root.
+
+    cd /work/main && PYTHONPATH=src python3 benchmarks/bench_netlink_apply.py [--reps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Callable
+
+from ec2net.backends.netlink import NetlinkBackend, _setns
+from ec2net.model import (
+    PRIO_DEFAULT,
+    PRIO_MAIN,
+    PRIO_VPC,
+    TABLE_BASE,
+    TABLE_MAIN,
+    AddressSpec,
+    Change,
+    ChangeSet,
+    Family,
+    NetObject,
+    Op,
+    RouteSpec,
+    RuleSpec,
+    Scope,
+)
+
+ENIS = 15
+PER_ENI = 50
+
+
+def build_objects() -> list[NetObject]:
+    """Addresses, then routes, then rules: the order an apply uses for additions."""
+    addrs: list[NetObject] = []
+    routes: list[NetObject] = []
+    rules: list[NetObject] = []
+    for i in range(ENIS):
+        dev, table = f"e{i}", TABLE_BASE + 1 + i
+        net = ipaddress.IPv4Network(f"10.{i}.0.0/24")
+        first = net.network_address + 10
+        routes += [
+            RouteSpec(table, net, dev, None, Scope.LINK, first),
+            RouteSpec(table, ipaddress.ip_network("0.0.0.0/0"), dev, net.network_address + 1),
+            RouteSpec(
+                table, ipaddress.ip_network("::/0"), dev, ipaddress.ip_address("fe80:ec2::1")
+            ),
+        ]
+        for j in range(PER_ENI):
+            ip = first + j
+            addrs.append(AddressSpec(dev, ipaddress.ip_interface(f"{ip}/24"), True))
+            host = ipaddress.ip_network(f"{ip}/32")
+            rules.append(RuleSpec(PRIO_VPC + i, Family.V4, table, host, 0))
+            rules.append(RuleSpec(PRIO_DEFAULT + i, Family.V4, table, host))
+    rules.append(RuleSpec(PRIO_MAIN, Family.V4, TABLE_MAIN, None, 0))
+    rules.append(RuleSpec(PRIO_MAIN, Family.V6, TABLE_MAIN, None, 0))
+    return addrs + routes + rules
+
+
+def ip_line(obj: NetObject) -> str:
+    if isinstance(obj, AddressSpec):
+        nodad = " nodad" if obj.address.version == 6 else ""
+        return f"address add {obj.address} dev {obj.ifname} noprefixroute{nodad}"
+    if isinstance(obj, RouteSpec):
+        via = f" via {obj.gateway}" if obj.gateway is not None else ""
+        src = f" src {obj.src}" if obj.src is not None else ""
+        scope = " scope link" if obj.scope is Scope.LINK else ""
+        return f"route add {obj.dst}{via} dev {obj.ifname} table {obj.table} proto 236{scope}{src}"
+    frm = f"from {obj.src}" if obj.src is not None else "from all"
+    sup = (
+        f" suppress_prefixlength {obj.suppress_prefixlength}"
+        if obj.suppress_prefixlength is not None
+        else ""
+    )
+    return f"rule add {frm} lookup {obj.table} pref {obj.priority}{sup} proto 236"
+
+
+def run_ip_batch(objs: list[NetObject]) -> float:
+    v4 = [ip_line(o) for o in objs if not _is_v6(o)]
+    v6 = [ip_line(o) for o in objs if _is_v6(o)]
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for name, lines in (("v4", v4), ("v6", v6)):
+            path = os.path.join(tmp, name)
+            with open(path, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            files.append((name, path, bool(lines)))
+        start = time.perf_counter()
+        for name, path, nonempty in files:
+            if nonempty:
+                fam = ["-6"] if name == "v6" else []
+                subprocess.run(["ip", *fam, "-force", "-batch", path], check=True)
+        return time.perf_counter() - start
+
+
+def _is_v6(obj: NetObject) -> bool:
+    if isinstance(obj, RuleSpec):
+        return obj.family is Family.V6
+    if isinstance(obj, RouteSpec):
+        return obj.dst.version == 6
+    return obj.address.version == 6
+
+
+def run_backend(objs: list[NetObject]) -> float:
+    changes = ChangeSet(tuple(Change(Op.ADD, o) for o in objs))
+    with NetlinkBackend() as backend:
+        start = time.perf_counter()
+        report = backend.apply(changes)
+        elapsed = time.perf_counter() - start
+    assert not report.failed, report.failed[:3]
+    return elapsed
+
+
+def run_pyroute2(objs: list[NetObject]) -> float:
+    from pyroute2 import IPRoute
+
+    ipr: Any = IPRoute()
+    try:
+        index = {f"e{i}": int(ipr.link_lookup(ifname=f"e{i}")[0]) for i in range(ENIS)}
+        start = time.perf_counter()
+        for o in objs:
+            if isinstance(o, AddressSpec):
+                flags = 0x200 | (0x2 if o.address.version == 6 else 0)
+                ipr.addr(
+                    "add",
+                    index=index[o.ifname],
+                    address=str(o.address.ip),
+                    prefixlen=o.address.network.prefixlen,
+                    IFA_FLAGS=flags,
+                )
+            elif isinstance(o, RouteSpec):
+                kw: dict[str, Any] = {"scope": int(o.scope)}
+                if o.gateway is not None:
+                    kw["gateway"] = str(o.gateway)
+                if o.src is not None:
+                    kw["prefsrc"] = str(o.src)
+                ipr.route(
+                    "add", dst=str(o.dst), oif=index[o.ifname], table=o.table, proto=236, **kw
+                )
+            else:
+                kw = {"family": int(o.family), "FRA_PROTOCOL": 236}
+                if o.src is not None:
+                    kw.update(src=str(o.src.network_address), src_len=o.src.prefixlen)
+                if o.suppress_prefixlength is not None:
+                    kw["FRA_SUPPRESS_PREFIXLEN"] = o.suppress_prefixlength
+                ipr.rule("add", priority=o.priority, table=o.table, **kw)
+        return time.perf_counter() - start
+    finally:
+        ipr.close()
+
+
+@contextmanager
+def fresh_namespace() -> Iterator[str]:
+    """A new namespace with e0..e14 (veth, up), entered by this thread while in use."""
+    name = f"e2nlbench{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        cmds = []
+        for i in range(ENIS):
+            cmds += [
+                f"link add e{i} type veth peer name p{i}",
+                f"link set e{i} up",
+                f"link set p{i} up",
+            ]
+        subprocess.run(
+            ["ip", "-n", name, "-batch", "-"], input="\n".join(cmds) + "\n", text=True, check=True
+        )
+        fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        try:
+            _setns(fd)
+        finally:
+            os.close(fd)
+        yield name
+    finally:
+        _setns(saved)
+        os.close(saved)
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def count_state() -> tuple[int, int]:
+    rules = subprocess.run(
+        "ip rule show; ip -6 rule show",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    addrs = subprocess.run(
+        ["ip", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True, check=True
+    ).stdout
+    return sum("proto 236" in line for line in rules.splitlines()), len(addrs.splitlines())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--no-pyroute2", action="store_true", help="skip the slow reference")
+    args = parser.parse_args()
+    objs = build_objects()
+    methods: dict[str, Callable[[list[NetObject]], float]] = {
+        "ip -force -batch": run_ip_batch,
+        "NetlinkBackend.apply": run_backend,
+    }
+    if not args.no_pyroute2:
+        methods["pyroute2 one call each"] = run_pyroute2
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(args.reps):
+        for name, fn in methods.items():
+            with fresh_namespace():
+                times[name].append(fn(objs))
+                got = count_state()
+            assert got == (1502, 750), f"{name}: {got} (rules, addresses) after apply"
+    floor = statistics.median(times["ip -force -batch"])
+    print(f"{len(objs)} objects, {args.reps} runs each (fresh namespace per run)")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        runs = " ".join(f"{t * 1000:.0f}" for t in ts)
+        print(f"{name:24s} median {med * 1000:7.1f} ms  x{med / floor:5.2f}  runs(ms): {runs}")
+
+
+if __name__ == "__main__":
+    main()
