@@ -20,7 +20,7 @@ RULES = "81-ec2net.rules"
 
 
 def _template(name: str) -> str:
-    return resources.files("ec2net").joinpath("data", name).read_text()
+    return resources.files("ec2net").joinpath("data").joinpath(name).read_text()
 
 
 def default_bindir() -> str:
