@@ -11,6 +11,7 @@ its IMDS reads altogether.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import select
@@ -52,6 +53,7 @@ class Daemon:
         self.known: dict[int, tuple[str, str]] = {}  # ifindex -> (name, mac)
         self.stopping = False
         self.reload_requested = False
+        self._wake: Optional[socket.socket] = None  # written when a job ends
         self.next_refresh = time.monotonic() + self._interval()
 
     def _imds(self, s: Settings) -> ImdsClient:
@@ -91,6 +93,10 @@ class Daemon:
                 log.warning("%s: %s", key, err)
             except Exception:
                 log.exception("%s: unexpected error", key)
+            finally:
+                if self._wake is not None:  # start a queued follow-up job at once
+                    with contextlib.suppress(OSError):
+                        self._wake.send(b"\0")
 
         self.jobs[key] = self.pool.submit(job)
 
@@ -119,8 +125,8 @@ class Daemon:
         self.known[ev.index] = (ev.name, ev.mac)
         if seen == (ev.name, ev.mac):
             return  # a flag or carrier change on a link we know: nothing to do
-        name = ev.name
-        self.submit(f"mac {ev.mac}", lambda e: e.up(name, fresh_within=FRESH_WITHIN))
+        index = ev.index
+        self.submit(f"mac {ev.mac}", lambda e: _up_by_index(e, index))
 
     def refresh(self) -> None:
         self.submit("refresh", lambda e: e.refresh())
@@ -140,6 +146,7 @@ class Daemon:
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
+        self._wake = wake_w
         previous = signal.set_wakeup_fd(wake_w.fileno())
         handlers = {
             signal.SIGTERM: self._on_stop,
@@ -159,10 +166,11 @@ class Daemon:
             signal.set_wakeup_fd(previous)
             for sig, h in old.items():
                 signal.signal(sig, h)
-            wake_r.close()
-            wake_w.close()
             self.pending.clear()
             self.pool.shutdown(wait=True)
+            self._wake = None
+            wake_r.close()
+            wake_w.close()
         return 0
 
     def _loop(self, events: LinkEvents, wake: socket.socket) -> None:
@@ -179,8 +187,7 @@ class Daemon:
             deadline = self.next_refresh
             if watchdog is not None:
                 deadline = min(deadline, next_ping)
-            # Wake at least every second to start queued jobs whose predecessor ended.
-            timeout = max(0.0, min(deadline - now, 1.0 if self.jobs else deadline - now))
+            timeout = max(0.0, deadline - now)
             fds = [events.fileno(), wake.fileno()]
             ready, _, _ = select.select(fds, [], [], timeout)
             if wake.fileno() in ready:
@@ -202,6 +209,14 @@ class Daemon:
 
     def _on_hup(self, signum: int, frame: Any) -> None:
         self.reload_requested = True
+
+
+def _up_by_index(engine: Engine, index: int) -> None:
+    """Configure the link with this index under the name it has NOW: a new NIC is
+    often renamed (eth0 -> ens6) right after the event that announced it."""
+    link = next((ln for ln in engine.backend.links() if ln.index == index), None)
+    if link is not None:
+        engine.up(link.name, fresh_within=FRESH_WITHIN)
 
 
 def _drain(sock: socket.socket) -> None:
