@@ -34,9 +34,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-SUITE = "bookworm"
+from systest.aptsource import SUITE, apt_mirror
+from systest.guest_files import (
+    AGENT_GUEST_PATH,
+    AGENT_UDEV_RULE,
+    AGENT_UNIT,
+    JOURNALD_CONF,
+    MODPROBE_BLACKLIST,
+    NETWORKD_PRIMARY,
+    NM_CONF,
+    NM_PRIMARY,
+)
+
 DEFAULT_CACHE = "/var/cache/ec2net-systest"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 BASE_PACKAGES: tuple[str, ...] = (
     "systemd",
@@ -62,10 +72,6 @@ VARIANT_PACKAGES: dict[str, tuple[str, ...]] = {
 
 INITRAMFS_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "ext4")
 
-# The harness always puts the primary NIC in PCI slot 5, so it is named ens5 as on Nitro.
-PRIMARY_IFNAME = "ens5"
-AGENT_PORT_NAME = "systest.agent"
-AGENT_GUEST_PATH = "/usr/local/lib/systest/agent_guest.py"
 
 TRIM_DIRS = (
     "usr/share/doc",
@@ -115,59 +121,6 @@ class BuildError(RuntimeError):
 
 def cache_dir() -> Path:
     return Path(os.environ.get("EC2NET_SYSTEST_CACHE", DEFAULT_CACHE))
-
-
-def _deb822_paragraphs(text: str) -> Iterator[dict[str, str]]:
-    for block in re.split(r"\n\s*\n", text):
-        fields: dict[str, str] = {}
-        last = ""
-        for line in block.splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            if line[0] in " \t" and last:
-                fields[last] += " " + line.strip()
-            elif ":" in line:
-                last, _, value = line.partition(":")
-                last = last.strip().lower()
-                fields[last] = value.strip()
-        if fields:
-            yield fields
-
-
-def apt_mirror() -> str:
-    """The Debian mirror to debootstrap from.
-
-    ``EC2NET_SYSTEST_MIRROR`` wins; otherwise the first non-security ``deb`` source in
-    the host's apt configuration that carries the suite's ``main``; else deb.debian.org.
-    """
-    env = os.environ.get("EC2NET_SYSTEST_MIRROR")
-    if env:
-        return env
-    apt = Path("/etc/apt")
-    candidates: list[str] = []
-    for path in sorted((apt / "sources.list.d").glob("*.sources")):
-        for para in _deb822_paragraphs(path.read_text(errors="replace")):
-            if para.get("enabled", "yes").lower() == "no":
-                continue
-            if "deb" not in para.get("types", "").split():
-                continue
-            if SUITE not in para.get("suites", "").split():
-                continue
-            if "main" not in para.get("components", "").split():
-                continue
-            candidates.extend(para.get("uris", "").split())
-    lists = [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*.list"))]
-    for path in lists:
-        if not path.is_file():
-            continue
-        for raw in path.read_text(errors="replace").splitlines():
-            words = re.sub(r"\[[^]]*\]", " ", raw.split("#", 1)[0]).split()
-            if len(words) >= 4 and words[0] == "deb" and words[2] == SUITE and "main" in words:
-                candidates.append(words[1])
-    for uri in candidates:
-        if "security" not in uri:
-            return uri.rstrip("/")
-    return DEFAULT_MIRROR
 
 
 def _run(argv: Sequence[str], log_file: Path, env: Optional[dict[str, str]] = None) -> None:
@@ -314,72 +267,6 @@ def ensure_base(cache: Optional[Path] = None, log: Log = _stderr_log) -> Path:
 
 # ---------------------------------------------------------------- variant stage
 
-NETWORKD_PRIMARY = f"""\
-# What an AMI ships for its primary NIC: DHCP on the first interface only. Hot-plugged
-# NICs (ens6, ...) are left alone; configuring them is the job of the tool under test.
-[Match]
-Name={PRIMARY_IFNAME} eth0
-
-[Network]
-DHCP=yes
-"""
-
-NM_PRIMARY = f"""\
-[connection]
-id=primary
-type=ethernet
-interface-name={PRIMARY_IFNAME}
-autoconnect=true
-
-[ipv4]
-method=auto
-
-[ipv6]
-method=auto
-may-fail=true
-"""
-
-# Without this NetworkManager would auto-activate "Wired connection N" on every new NIC
-# and hide whatever the tool under test does.
-NM_CONF = """\
-[main]
-no-auto-default=*
-"""
-
-AGENT_UDEV_RULE = f"""\
-SUBSYSTEM=="virtio-ports", ATTR{{name}}=="{AGENT_PORT_NAME}", TAG+="systemd", \
-ENV{{SYSTEMD_WANTS}}+="systest-agent.service"
-"""
-
-AGENT_UNIT = f"""\
-[Unit]
-Description=System-test agent on virtio-serial port {AGENT_PORT_NAME}
-DefaultDependencies=no
-BindsTo=dev-virtio\\x2dports-{AGENT_PORT_NAME}.device
-After=dev-virtio\\x2dports-{AGENT_PORT_NAME}.device
-
-[Service]
-ExecStart=/usr/bin/python3 {AGENT_GUEST_PATH} /dev/virtio-ports/{AGENT_PORT_NAME}
-Restart=always
-RestartSec=1
-
-[Install]
-WantedBy=sysinit.target
-"""
-
-# `-cpu max` advertises SVM/VMX: without this the guest loads kvm modules it never uses.
-MODPROBE_BLACKLIST = """\
-blacklist kvm
-blacklist kvm_amd
-blacklist kvm_intel
-"""
-
-JOURNALD_CONF = """\
-[Journal]
-# Keep the journal in RAM: less disk work under TCG, and the root is a snapshot anyway.
-Storage=volatile
-"""
-
 
 def _agent_source() -> Path:
     return Path(__file__).with_name("agent_guest.py")
@@ -393,6 +280,7 @@ def variant_key(variant: str) -> str:
         variant,
         json.dumps(VARIANT_PACKAGES[variant]),
         Path(__file__).read_text(),
+        Path(__file__).with_name("guest_files.py").read_text(),
         _agent_source().read_text(),
     )
 
@@ -551,10 +439,32 @@ def ensure_image(variant: str, cache: Optional[Path] = None, log: Log = _stderr_
     return _load(final, variant, key)
 
 
+def prune(cache: Optional[Path] = None, log: Log = _stderr_log) -> None:
+    """Remove cached bases and images that the current recipe would not produce.
+
+    Explicit only (``--prune``): another checkout sharing the cache may still use them.
+    """
+    cache = cache or cache_dir()
+    keep = {f"base-{_base_key()}.tar.zst", f"base-{_base_key()}.log"}
+    keep |= {f"{v}-{variant_key(v)}" for v in VARIANT_PACKAGES}
+    keep |= {f".lock-{name.split('.')[0]}" for name in keep}
+    for entry in sorted(cache.iterdir()) if cache.is_dir() else []:
+        if entry.name in keep or entry.name.startswith(("accel-", ".tmp-")):
+            continue
+        log(f"removing {entry}")
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Build the system-test guest images.")
     parser.add_argument("variants", nargs="*", default=sorted(VARIANT_PACKAGES))
+    parser.add_argument("--prune", action="store_true", help="drop stale cache entries")
     args = parser.parse_args(argv)
+    if args.prune:
+        prune()
     for variant in args.variants:
         image = ensure_image(variant)
         print(f"{variant}: {image.directory}")

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Optional
 
 from systest.agent import Agent, AgentError
-from systest.image import AGENT_PORT_NAME, Image, cache_dir
+from systest.guest_files import AGENT_PORT_NAME
+from systest.image import Image, cache_dir
 from systest.qmp import Qmp, QmpError
 
 QEMU = "qemu-system-x86_64"
@@ -87,7 +88,7 @@ def _kvm_probe(kernel: Path, timeout: float = 60.0) -> bool:
 
 
 def choose_accel(kernel: Path) -> str:
-    """ "kvm" or "tcg": ``EC2NET_SYSTEST_ACCEL`` wins, else a cached boot probe."""
+    """Return "kvm" or "tcg": ``EC2NET_SYSTEST_ACCEL`` wins, else a cached boot probe."""
     env = os.environ.get("EC2NET_SYSTEST_ACCEL", "").strip().lower()
     if env in ("kvm", "tcg"):
         return env
@@ -96,10 +97,10 @@ def choose_accel(kernel: Path) -> str:
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg"
     st = os.stat("/dev/kvm")
-    ident = hashlib.sha256(
-        f"{kernel.resolve()}|{kernel.stat().st_size}|{st.st_rdev}|{os.uname().release}".encode()
-    ).hexdigest()[:16]
-    record = cache_dir() / f"accel-{ident}.json"
+    # Keyed by kernel content (not path): every image built from one base shares it.
+    ident = hashlib.sha256(kernel.read_bytes())
+    ident.update(f"|{st.st_rdev}|{os.uname().release}".encode())
+    record = cache_dir() / f"accel-{ident.hexdigest()[:16]}.json"
     try:
         return str(json.loads(record.read_text())["accel"])
     except (OSError, ValueError, KeyError):
@@ -136,10 +137,10 @@ class Vm:
     smp: int = 2
     memory_mib: int = 1024
     extra_append: str = ""
-    pid: Optional[int] = None
+    pid: Optional[int] = field(default=None, init=False)  # QEMU's, once started
     qmp: Qmp = field(init=False)
     agent: Agent = field(init=False)
-    started_at: float = 0.0
+    started_at: float = field(default=0.0, init=False)  # monotonic
     _proc: Optional[subprocess.Popen[bytes]] = field(default=None, init=False, repr=False)
     _nics: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 

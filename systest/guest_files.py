@@ -1,0 +1,78 @@
+"""Files the image build writes into the guest (kept apart to keep image.py short).
+
+Their content is part of the variant cache key: image.py hashes this file's source.
+"""
+
+from __future__ import annotations
+
+AGENT_PORT_NAME = "systest.agent"
+AGENT_GUEST_PATH = "/usr/local/lib/systest/agent_guest.py"
+# The harness always puts the primary NIC in PCI slot 5, so it is named ens5 as on Nitro.
+PRIMARY_IFNAME = "ens5"
+
+
+NETWORKD_PRIMARY = f"""\
+# What an AMI ships for its primary NIC: DHCP on the first interface only. Hot-plugged
+# NICs (ens6, ...) are left alone; configuring them is the job of the tool under test.
+[Match]
+Name={PRIMARY_IFNAME} eth0
+
+[Network]
+DHCP=yes
+"""
+
+NM_PRIMARY = f"""\
+[connection]
+id=primary
+type=ethernet
+interface-name={PRIMARY_IFNAME}
+autoconnect=true
+
+[ipv4]
+method=auto
+
+[ipv6]
+method=auto
+may-fail=true
+"""
+
+# Without this NetworkManager would auto-activate "Wired connection N" on every new NIC
+# and hide whatever the tool under test does.
+NM_CONF = """\
+[main]
+no-auto-default=*
+"""
+
+AGENT_UDEV_RULE = f"""\
+SUBSYSTEM=="virtio-ports", ATTR{{name}}=="{AGENT_PORT_NAME}", TAG+="systemd", \
+ENV{{SYSTEMD_WANTS}}+="systest-agent.service"
+"""
+
+AGENT_UNIT = f"""\
+[Unit]
+Description=System-test agent on virtio-serial port {AGENT_PORT_NAME}
+DefaultDependencies=no
+BindsTo=dev-virtio\\x2dports-{AGENT_PORT_NAME}.device
+After=dev-virtio\\x2dports-{AGENT_PORT_NAME}.device
+
+[Service]
+ExecStart=/usr/bin/python3 {AGENT_GUEST_PATH} /dev/virtio-ports/{AGENT_PORT_NAME}
+Restart=always
+RestartSec=1
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+# `-cpu max` advertises SVM/VMX: without this the guest loads kvm modules it never uses.
+MODPROBE_BLACKLIST = """\
+blacklist kvm
+blacklist kvm_amd
+blacklist kvm_intel
+"""
+
+JOURNALD_CONF = """\
+[Journal]
+# Keep the journal in RAM: less disk work under TCG, and the root is a snapshot anyway.
+Storage=volatile
+"""
