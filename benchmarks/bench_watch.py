@@ -108,15 +108,19 @@ def main() -> int:
     ap.add_argument("--idle", type=float, default=130.0)
     args = ap.parse_args()
     lat = sorted(attach_latency(args.attaches))
-    p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
+    p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
     print(f"python {sys.version.split()[0]}")
     print(f"attach -> configured, all 4 addresses then reachable, {len(lat)} attaches:")
-    print(f"  median {statistics.median(lat) * 1e3:.1f} ms, p95 {p95 * 1e3:.1f} ms, "
-          f"min {lat[0] * 1e3:.1f} ms")
+    print(
+        f"  median {statistics.median(lat) * 1e3:.1f} ms, p95 {p95 * 1e3:.1f} ms, "
+        f"min {lat[0] * 1e3:.1f} ms"
+    )
     per_min, rss = idle(args.idle)
     print("idle, 4 ENIs (primary unmanaged + 3 managed), refresh.interval 60 s:")
-    print(f"  IMDS requests per minute: {per_min:.1f}  (3 per managed dual-stack ENI per "
-          "interval: listing, local-ipv4s, ipv6s)")
+    print(
+        f"  IMDS requests per minute: {per_min:.1f}  (3 per managed dual-stack ENI per "
+        "interval: listing, local-ipv4s, ipv6s)"
+    )
     print(f"  daemon RSS: {rss / 1024:.1f} MiB")
     return 0
 
