@@ -110,16 +110,6 @@ class World:
             if self.stale_after_detach <= 0:
                 del self.enis[mac]
 
-    def purge_stale(self) -> None:
-        now = time.monotonic()
-        with self.lock:
-            for mac, eni in list(self.enis.items()):
-                if (
-                    eni.detached_at is not None
-                    and now - eni.detached_at >= self.stale_after_detach
-                ):
-                    del self.enis[mac]
-
     def assign(self, mac: str, addr: Union[IPv4Addr, IPv6Addr, IPv4Net, IPv6Net]) -> None:
         with self.lock:
             eni = self.enis[mac]

@@ -69,15 +69,6 @@ def diff_interface(desired: Optional[InterfacePlan], current: Current) -> Delta:
     return delta
 
 
-def owned_after(desired: Optional[InterfacePlan], current: Current) -> frozenset[IPAddress]:
-    """The addresses the record should list once `diff_interface`'s changes applied."""
-    if desired is None:
-        return frozenset()
-    present = {a.address.ip for a in current.link_addresses}
-    wanted = {a.address.ip for a in desired.addresses}
-    return frozenset((wanted & current.owned_ips & present) | (wanted - present))
-
-
 def diff_shared(desired: frozenset[RuleSpec], owned: Iterable[RuleSpec]) -> Delta:
     current = {r for r in owned if r.table == TABLE_MAIN}
     return Delta(

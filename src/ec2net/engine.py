@@ -37,6 +37,8 @@ from ec2net.model import (
     IPAddress,
     Link,
     Op,
+    RouteSpec,
+    RuleSpec,
 )
 from ec2net.state import Record, Store, eni_to_json, write_if_changed
 
@@ -152,7 +154,7 @@ class Engine:
                     log.info("%s: skipped: %s", ifname, reason)
                     return Result(ifname, "skipped", detail=reason)
                 log.info("%s: %s; removing what ec2net configured before", ifname, reason)
-                return self._converge([self._removal(record)], dry_run)[0]
+                return self._converge([self._removal(record, link)], dry_run)[0]
             target = self._target(eni, link, record)
             return self._converge([target], dry_run)[0]
 
@@ -170,7 +172,7 @@ class Engine:
             return Result(ifname, "unchanged", detail="nothing configured by ec2net")
         with self._locked([r.mac for r in records]):
             fresh = [self.store.load(r.mac) for r in records]
-            targets = [self._removal(r) for r in fresh if r is not None]
+            targets = [self._removal(r, links.get(r.mac)) for r in fresh if r is not None]
             results = self._converge(targets, dry_run)
         changes = tuple(c for r in results for c in r.changes.changes)
         return Result(ifname, "removed", ChangeSet(changes))
@@ -185,7 +187,7 @@ class Engine:
             live = next((ln for ln in self.backend.links() if ln.mac == mac), None)
             if live is not None:
                 return Result(live.name, "unchanged", detail="link is present")
-            return self._converge([self._removal(rec)], dry_run=False)[0]
+            return self._converge([self._removal(rec, None)], dry_run=False)[0]
 
     def refresh(self, ifname: Optional[str] = None, *, dry_run: bool = False) -> list[Result]:
         """Re-read the addresses of configured ENIs. An IMDS failure leaves the ENI as
@@ -217,7 +219,7 @@ class Engine:
                 return []
             known = fresh_rec.eni()
             if link is None or known is None:
-                return self._converge([self._removal(fresh_rec)], dry_run)
+                return self._converge([self._removal(fresh_rec, link)], dry_run)
             eni = fetch_dynamic(self.imds, known)
             return self._converge([self._target(eni, link, fresh_rec)], dry_run)
 
@@ -255,14 +257,11 @@ class Engine:
                 live = by_mac.get(rec.mac)
                 gone = live is None or self.skip_reason(live) is not None
                 if rec.mac not in wanted and (gone or rec.mac == primary):
-                    targets.append(self._removal(rec))
+                    targets.append(self._removal(rec, live))
             results += self._converge(targets, dry_run)
         if failed is not None:
             raise failed
         return results
-
-    def plan_only(self, ifname: str) -> Result:
-        return self.up(ifname, dry_run=True)
 
     # --- targets -------------------------------------------------------------------
     def _target(self, eni: EniMetadata, link: Link, record: Optional[Record]) -> Target:
@@ -276,9 +275,8 @@ class Engine:
             eni,
         )
 
-    def _removal(self, record: Record) -> Target:
-        links = {ln.mac: ln for ln in self.backend.links()}
-        link = links.get(record.mac)
+    def _removal(self, record: Record, link: Optional[Link]) -> Target:
+        """Remove what we configured for `record`; `link` is its link if still present."""
         return Target(
             record.mac,
             record.table,
@@ -337,21 +335,31 @@ class Engine:
             )
         return results
 
+    def current(
+        self,
+        table: int,
+        link: Optional[Link],
+        owned_ips: frozenset[IPAddress],
+        owned_routes: set[RouteSpec],
+        owned_rules: set[RuleSpec],
+    ) -> Current:
+        """One ENI's current state, scoped to its table, from dumps already taken."""
+        addrs = frozenset(self.backend.addresses(link.name)) if link else frozenset()
+        return Current(
+            link_addresses=addrs,
+            owned_ips=owned_ips,
+            routes=frozenset(r for r in owned_routes if r.table == table),
+            rules=frozenset(r for r in owned_rules if r.table == table),
+        )
+
     def _delta(self, targets: Sequence[Target]) -> tuple[Delta, dict[str, Current]]:
         owned_routes = self.backend.owned_routes()
         owned_rules = self.backend.owned_rules()
         delta = Delta()
         currents: dict[str, Current] = {}
         for t in targets:
-            addrs: frozenset[AddressSpec] = frozenset()
-            if t.link is not None:
-                addrs = frozenset(self.backend.addresses(t.link.name))
-            cur = Current(
-                link_addresses=addrs,
-                owned_ips=t.record.owned() if t.record else frozenset(),
-                routes=frozenset(r for r in owned_routes if r.table == t.table),
-                rules=frozenset(r for r in owned_rules if r.table == t.table),
-            )
+            owned_ips = t.record.owned() if t.record else frozenset()
+            cur = self.current(t.table, t.link, owned_ips, owned_routes, owned_rules)
             currents[t.mac] = cur
             delta.extend(diff_interface(t.plan, cur))
         # The shared main-table rule exists while any configured ENI has that family.

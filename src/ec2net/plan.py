@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from typing import Optional, Union
 
 from ec2net.metadata import EniMetadata
 from ec2net.model import (
@@ -137,15 +136,3 @@ def plan(pairs: Sequence[tuple[EniMetadata, Link]]) -> DesiredState:
 
 def families_of(plans: Iterable[InterfacePlan]) -> set[Family]:
     return {r.family for p in plans for r in p.rules}
-
-
-def describe(eni: EniMetadata) -> dict[str, Union[str, int, list[str], Optional[str]]]:
-    """A JSON-friendly summary for status and records."""
-    return {
-        "mac": eni.mac,
-        "eni_id": eni.eni_id,
-        "network_card": eni.network_card,
-        "device_number": eni.device_number,
-        "ipv4s": [str(a) for a in eni.ipv4s],
-        "ipv6s": [str(a) for a in eni.ipv6s],
-    }

@@ -141,10 +141,6 @@ class Store:
                 out.append(rec)
         return out
 
-    def by_ifname(self, ifname: str) -> Optional[Record]:
-        matches = [r for r in self.records() if r.ifname == ifname]
-        return max(matches, key=lambda r: r.updated) if matches else None
-
     def save(self, rec: Record) -> None:
         rec.updated = time.time()
         write_if_changed(self._path(rec.mac), json.dumps(asdict(rec), indent=1) + "\n")

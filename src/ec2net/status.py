@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ec2net import plan as planner
-from ec2net.diff import Current, diff_interface
+from ec2net.diff import diff_interface
 from ec2net.engine import Engine
 
 
@@ -31,12 +31,7 @@ def collect(engine: Engine) -> list[dict[str, Any]]:
         }
         drift = -1
         if link is not None and eni is not None:
-            cur = Current(
-                frozenset(engine.backend.addresses(link.name)),
-                rec.owned(),
-                frozenset(r for r in routes if r.table == rec.table),
-                frozenset(r for r in rules if r.table == rec.table),
-            )
+            cur = engine.current(rec.table, link, rec.owned(), routes, rules)
             d = diff_interface(planner.plan_interface(eni, link), cur)
             drift = len(d.add) + len(d.delete)
         row["drift"] = drift
