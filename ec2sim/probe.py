@@ -111,16 +111,23 @@ def probe(
         return False
     with sock:
         sock.settimeout(timeout)
-        payload = b"ec2sim-probe\n"
         try:
             sock.connect((str(ip), port))
-            sock.sendall(payload)
-            got = b""
-            while len(got) < len(payload):
-                chunk = sock.recv(len(payload) - len(got))
-                if not chunk:
-                    return False
-                got += chunk
-            return got == payload
         except OSError:
             return False
+        return echoes(sock, b"ec2sim-probe\n")
+
+
+def echoes(sock: socket.socket, payload: bytes) -> bool:
+    """Send `payload` on a connected socket to the echo service; True if it comes back."""
+    try:
+        sock.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = sock.recv(len(payload) - len(got))
+            if not chunk:
+                return False
+            got += chunk
+        return got == payload
+    except OSError:
+        return False

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
+from systest.unixsock import connect_unix
+
 
 class AgentError(RuntimeError):
     """The agent could not be reached or answered with an error."""
@@ -94,17 +96,10 @@ class Agent:
     # ------------------------------------------------------------ connection
 
     def connect(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(self.socket_path)
-                break
-            except OSError as exc:
-                sock.close()
-                if time.monotonic() >= deadline:
-                    raise AgentError(f"cannot connect to {self.socket_path}: {exc}") from exc
-                time.sleep(0.05)
+        try:
+            sock = connect_unix(self.socket_path, time.monotonic() + timeout)
+        except OSError as exc:
+            raise AgentError(f"cannot connect to {self.socket_path}: {exc}") from exc
         self._sock = sock
         self._reader = threading.Thread(target=self._read_loop, name="agent-reader", daemon=True)
         self._reader.start()

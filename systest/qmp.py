@@ -12,6 +12,8 @@ import socket
 import time
 from typing import Any, Callable, Optional
 
+from systest.unixsock import connect_unix
+
 Event = dict[str, Any]
 
 
@@ -29,16 +31,10 @@ class Qmp:
 
     def connect(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
-        while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(self.path)
-                break
-            except OSError as exc:
-                sock.close()
-                if time.monotonic() >= deadline:
-                    raise QmpError(f"cannot connect to QMP at {self.path}: {exc}") from exc
-                time.sleep(0.05)
+        try:
+            sock = connect_unix(self.path, deadline)
+        except OSError as exc:
+            raise QmpError(f"cannot connect to QMP at {self.path}: {exc}") from exc
         self._sock = sock
         self.greeting = self._recv(deadline)
         if "QMP" not in self.greeting:

@@ -17,6 +17,7 @@ import pytest
 
 from ec2sim.fabric import Fabric
 from ec2sim.netns import run_in_netns
+from ec2sim.probe import echoes
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 Addr = Union[ipaddress.IPv4Address, ipaddress.IPv6Address, str]
@@ -93,17 +94,7 @@ class Instance:
 
 
 def echo(sock: socket.socket, payload: bytes = b"still here") -> bool:
-    try:
-        sock.sendall(payload)
-        got = b""
-        while len(got) < len(payload):
-            chunk = sock.recv(64)
-            if not chunk:
-                return False
-            got += chunk
-        return got == payload
-    except OSError:
-        return False
+    return echoes(sock, payload)
 
 
 @pytest.fixture
