@@ -12,11 +12,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ec2net import __version__
 from ec2net import config as config_mod
 from ec2net.errors import EXIT_OK, Ec2NetError, exit_code
+
+if TYPE_CHECKING:
+    from ec2net.engine import Engine
+    from ec2net.imds import ImdsClient
 
 log = logging.getLogger("ec2net")
 
@@ -91,27 +95,21 @@ class _Context:
     def __init__(self) -> None:
         self.settings = config_mod.load()
 
-    def engine(self) -> Any:
+    def engine(self) -> Engine:
         from ec2net.backends import open_backend  # noqa: PLC0415 - lazy: pyroute2 is slow
         from ec2net.engine import Engine  # noqa: PLC0415
+        from ec2net.imds import ImdsClient  # noqa: PLC0415
         from ec2net.state import Store  # noqa: PLC0415
 
         store = Store(Path(self.settings.runtime_dir))
         store.ensure()
-        return Engine(self.settings, open_backend(self.settings), self.imds(store), store)
+        imds = ImdsClient.from_settings(self.settings, store.token_cache)
+        return Engine(self.settings, open_backend(self.settings), imds, store)
 
-    def imds(self, store: Any = None) -> Any:
+    def imds(self) -> ImdsClient:
         from ec2net.imds import ImdsClient  # noqa: PLC0415
 
-        s = self.settings
-        return ImdsClient(
-            s.imds_endpoints,
-            timeout=s.imds_timeout,
-            retries=s.imds_retries,
-            token_ttl=s.token_ttl,
-            allow_v1=s.allow_imdsv1,
-            token_cache=store.token_cache if store is not None else None,
-        )
+        return ImdsClient.from_settings(self.settings)
 
 
 def _print_changes(results: Sequence[Any], as_json: bool = False) -> None:
@@ -177,7 +175,7 @@ def _cmd_metadata(ctx: _Context, args: argparse.Namespace) -> int:
 def _cmd_watch(ctx: _Context, args: argparse.Namespace) -> int:
     from ec2net.watch import run  # noqa: PLC0415
 
-    return run(ctx)
+    return run(ctx.settings)
 
 
 def _cmd_install_system_files(ctx: _Context, args: argparse.Namespace) -> int:

@@ -230,15 +230,12 @@ class Engine:
         by_mac = {ln.mac: ln for ln in links}
         candidates = [ln for ln in links if self.skip_reason(ln) is None]
         primary = self.primary_mac()
-        listed = {m.rstrip("/").lower() for m in self.imds.get_list("network/interfaces/macs/")}
         targets_meta: list[tuple[EniMetadata, Link]] = []
         results: list[Result] = []
         failed: Optional[Ec2NetError] = None
         for link in candidates:
             if link.mac == primary and not self.settings.manage_primary:
                 continue
-            if link.mac not in listed and link.mac != primary:
-                log.info("%s: %s not in IMDS yet; waiting", link.name, link.mac)
             try:
                 eni = wait_for_eni(self.imds, link.mac, primary, self.settings.propagation_timeout)
             except Ec2NetError as err:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
+from ec2net.config import Settings
 from ec2net.errors import ImdsAbsent, ImdsError, ImdsFatal, ImdsTransient
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,17 @@ class ImdsClient:
         self._lock = threading.Lock()  # the daemon's worker threads share one token
         self._stats_lock = threading.Lock()
         self.stats = RequestStats()
+
+    @classmethod
+    def from_settings(cls, s: Settings, token_cache: Optional[Path] = None) -> ImdsClient:
+        return cls(
+            s.imds_endpoints,
+            timeout=s.imds_timeout,
+            retries=s.imds_retries,
+            token_ttl=s.token_ttl,
+            allow_v1=s.allow_imdsv1,
+            token_cache=token_cache,
+        )
 
     # --- public -----------------------------------------------------------------
     def get(self, path: str) -> str:

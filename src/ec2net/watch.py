@@ -46,7 +46,7 @@ class Daemon:
         self.settings = settings
         self.store = Store(Path(settings.runtime_dir))
         self.store.ensure()
-        self.imds = self._imds(settings)
+        self.imds = ImdsClient.from_settings(settings, self.store.token_cache)
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ec2net")
         self.jobs: dict[str, Future[None]] = {}
         self.pending: dict[str, Callable[[Engine], object]] = {}
@@ -55,12 +55,6 @@ class Daemon:
         self.reload_requested = False
         self._wake: Optional[socket.socket] = None  # written when a job ends
         self.next_refresh = time.monotonic() + self._interval()
-
-    def _imds(self, s: Settings) -> ImdsClient:
-        return ImdsClient(
-            s.imds_endpoints, timeout=s.imds_timeout, retries=s.imds_retries,
-            token_ttl=s.token_ttl, allow_v1=s.allow_imdsv1, token_cache=self.store.token_cache,
-        )  # fmt: skip
 
     def _interval(self) -> float:
         # Jitter spreads a fleet's polls (IMDS limits packets per second per ENI).
@@ -137,7 +131,7 @@ class Daemon:
         except Ec2NetError as err:
             log.error("reload: keeping the running configuration: %s", err)
             return
-        self.imds = self._imds(self.settings)
+        self.imds = ImdsClient.from_settings(self.settings, self.store.token_cache)
         log.info("reloaded %s", self.settings.config_path)
         self.resync()
 
@@ -227,5 +221,5 @@ def _drain(sock: socket.socket) -> None:
         pass
 
 
-def run(ctx: Any, settings: Optional[Settings] = None) -> int:
-    return Daemon(settings or ctx.settings).run()
+def run(settings: Settings) -> int:
+    return Daemon(settings).run()
