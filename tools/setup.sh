@@ -9,6 +9,10 @@ APT_PACKAGES=(
     iproute2 nftables dnsmasq-base isc-dhcp-client procps
     python3 python3-venv python3-pyroute2 python3-pytest python3-tomli
     qemu-system-x86 qemu-utils debootstrap e2fsprogs cpio zstd
+    # packages and man pages (Makefile, tests/package)
+    make rpm debhelper dh-python pybuild-plugin-pyproject python3-all dpkg-dev lintian
+    python3-setuptools python3-wheel python3-build python3-installer groff-base man-db
+    systemd
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

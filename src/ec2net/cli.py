@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -76,11 +77,33 @@ def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
     )
     verb("watch", "Run the daemon: follow link events, poll IMDS for address changes.")
     s = verb(
-        "install-system-files",
-        "Install the udev rule and systemd units (for pip installs; packages ship them).",
+        "render",
+        "Write the files a file backend would install for the ENIs present (or IFACE), "
+        "under DIR at their real paths, for review; without --root, print them.",
     )
-    s.add_argument("--root", default="/", help="directory standing for / (default /)")
+    s.add_argument(
+        "--backend", required=True, choices=("ifcfg", "networkd", "nm"), help="file format"
+    )
+    s.add_argument("--root", metavar="DIR", help="directory standing for /")
+    s.add_argument("iface", metavar="IFACE", nargs="?", help="only this interface")
+    s = verb(
+        "install-system-files",
+        "Install the udev rule and systemd units, or the upstart jobs where upstart is "
+        "the init (for pip installs; the packages install the same files).",
+    )
+    s.add_argument(
+        "--root",
+        metavar="DIR",
+        help="directory standing for / (default /); packagers give their build root",
+    )
     s.add_argument("--bindir", help="directory of the ec2net command (default: found on PATH)")
+    s.add_argument(
+        "--init",
+        choices=("auto", "systemd", "upstart"),
+        help="whose files: systemd (udev rule and units) or upstart (jobs in /etc/init); "
+        "auto: systemd if /run/systemd/system exists, else upstart if /sbin/initctl and "
+        "/etc/init exist, else systemd. Default: auto, or systemd when --root is given",
+    )
     return p
 
 
@@ -95,16 +118,17 @@ class _Context:
     def __init__(self) -> None:
         self.settings = config_mod.load()
 
-    def engine(self) -> Engine:
+    def engine(self, backend: Optional[str] = None) -> Engine:
         from ec2net.backends import open_backend  # noqa: PLC0415 - lazy: pyroute2 is slow
         from ec2net.engine import Engine  # noqa: PLC0415
         from ec2net.imds import ImdsClient  # noqa: PLC0415
         from ec2net.state import Store  # noqa: PLC0415
 
-        store = Store(Path(self.settings.runtime_dir))
+        settings = self.settings if backend is None else replace(self.settings, backend=backend)
+        store = Store(Path(settings.runtime_dir))
         store.ensure()
-        imds = ImdsClient.from_settings(self.settings, store.token_cache)
-        return Engine(self.settings, open_backend(self.settings), imds, store)
+        imds = ImdsClient.from_settings(settings, store.token_cache)
+        return Engine(settings, open_backend(settings), imds, store)
 
     def imds(self) -> ImdsClient:
         from ec2net.imds import ImdsClient  # noqa: PLC0415
@@ -178,10 +202,29 @@ def _cmd_watch(ctx: _Context, args: argparse.Namespace) -> int:
     return run(ctx.settings)
 
 
+def _cmd_render(ctx: _Context, args: argparse.Namespace) -> int:
+    from ec2net.render import renderers  # noqa: PLC0415
+    from ec2net.state import write_if_changed  # noqa: PLC0415
+
+    # Reads only: the kernel over netlink, IMDS; writes nothing outside --root.
+    files = ctx.engine("netlink").render(renderers()[args.backend], args.iface)
+    for path, content in sorted(files.items()):
+        if args.root is None:
+            print(f"==> {path} <==\n{content}")
+        else:
+            target = Path(args.root) / path.relative_to("/")
+            write_if_changed(target, content, 0o600 if args.backend == "nm" else 0o644)
+            print(target)
+    return EXIT_OK
+
+
 def _cmd_install_system_files(ctx: _Context, args: argparse.Namespace) -> int:
     from ec2net.sysfiles import install  # noqa: PLC0415
 
-    for path in install(Path(args.root), ctx.settings.drivers, args.bindir):
+    # A build root (packaging) gets the systemd files unless told otherwise: the build
+    # host's init says nothing about the target's.
+    init = args.init or ("systemd" if args.root else "auto")
+    for path in install(Path(args.root or "/"), ctx.settings.drivers, args.bindir, init):
         print(path)
     return EXIT_OK
 
@@ -195,6 +238,7 @@ COMMANDS: dict[str, Callable[[_Context, argparse.Namespace], int]] = {
     "status": _cmd_status,
     "metadata": _cmd_metadata,
     "watch": _cmd_watch,
+    "render": _cmd_render,
     "install-system-files": _cmd_install_system_files,
 }
 

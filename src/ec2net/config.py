@@ -38,6 +38,9 @@ class Settings:
     allow_imdsv1: bool = False
     token_ttl: int = 21600
     backend: str = "auto"
+    files_root: str = "/"
+    ifcfg_dhcp: bool = False
+    settle_timeout: float = 20.0
     lock_timeout: float = 60.0
     config_path: str = DEFAULT_CONFIG
     runtime_dir: str = DEFAULT_RUNTIME_DIR
@@ -71,6 +74,10 @@ def _endpoints(v: Any) -> Optional[str]:
 def _backend(v: Any) -> Optional[str]:
     names = ("auto", "netlink", "ifcfg", "networkd", "nm")
     return None if v in names else f"must be one of {', '.join(names)}"
+
+
+def _absolute(v: Any) -> Optional[str]:
+    return None if str(v).startswith("/") else "must be an absolute path"
 
 
 def _mac_list(v: Any) -> Optional[str]:
@@ -183,8 +190,33 @@ SCHEMA: tuple[Field, ...] = (
         "name",
         "backend",
         "str",
-        "How changes are applied: auto, netlink, ifcfg, networkd or nm.",
+        "How changes are applied: auto (the network manager that runs here, else "
+        "netlink), netlink, ifcfg (RHEL network-scripts), networkd or nm (NetworkManager).",
         _backend,
+    ),
+    Field(
+        "backend",
+        "files_root",
+        "files_root",
+        "str",
+        "Directory the file backends write their files under (an image root; tests).",
+        _absolute,
+    ),
+    Field(
+        "backend",
+        "ifcfg_dhcp",
+        "ifcfg_dhcp",
+        "bool",
+        "ifcfg: take each ENI's primary IPv4 address from DHCP (dhclient kept running) "
+        "instead of writing it statically.",
+    ),
+    Field(
+        "backend",
+        "settle_timeout",
+        "settle_timeout",
+        "number",
+        "Seconds to wait for networkd or NetworkManager to apply rendered files.",
+        _positive,
     ),
     Field(
         "runtime",

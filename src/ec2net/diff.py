@@ -8,12 +8,10 @@ already on the link (DHCP, a person) satisfies the plan but never becomes ours.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Optional
 
 from ec2net.model import (
-    TABLE_MAIN,
     AddressSpec,
     Change,
     ChangeSet,
@@ -67,14 +65,6 @@ def diff_interface(desired: Optional[InterfacePlan], current: Current) -> Delta:
     delta.add += sorted(want_rules - current.rules, key=sort_key)
     delta.delete += sorted(current.rules - want_rules, key=sort_key)
     return delta
-
-
-def diff_shared(desired: frozenset[RuleSpec], owned: Iterable[RuleSpec]) -> Delta:
-    current = {r for r in owned if r.table == TABLE_MAIN}
-    return Delta(
-        add=sorted(desired - current, key=sort_key),
-        delete=sorted(current - desired, key=sort_key),
-    )
 
 
 def changeset(delta: Delta) -> ChangeSet:

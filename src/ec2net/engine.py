@@ -14,13 +14,13 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from ec2net import plan as planner
-from ec2net.backends.base import ApplyReport, Backend
+from ec2net.backends.base import ApplyReport, Backend, Intent
 from ec2net.config import Settings
-from ec2net.diff import Current, Delta, changeset, diff_interface, diff_shared
+from ec2net.diff import Current, Delta, changeset, diff_interface
 from ec2net.errors import (
     ApplyFailed,
     Ec2NetError,
@@ -39,7 +39,9 @@ from ec2net.model import (
     Op,
     RouteSpec,
     RuleSpec,
+    rule_of_table,
 )
+from ec2net.render import Files, Renderer, RenderInput
 from ec2net.state import Record, Store, eni_to_json, write_if_changed
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ class Engine:
             return "excluded by name"
         if link.mac in s.exclude_macs:
             return "excluded by MAC"
-        return None
+        return self.backend.blocked(link.name)
 
     def eni_skip_reason(self, eni: EniMetadata) -> Optional[str]:
         if eni.eni_id in self.settings.exclude_eni_ids:
@@ -260,6 +262,29 @@ class Engine:
             raise failed
         return results
 
+    def render(self, renderer: Renderer, ifname: Optional[str] = None) -> Files:
+        """What a file backend would write for the ENIs present (or just `ifname`)."""
+        links = [ln for ln in self.backend.links() if ifname is None or ln.name == ifname]
+        if ifname is not None and not links:
+            raise InterfaceGone(f"{ifname}: no such interface")
+        primary = self.primary_mac()
+        files: Files = {}
+        for link in links:
+            reason = self.skip_reason(link)
+            if reason is None and link.mac == primary and not self.settings.manage_primary:
+                reason = "primary ENI (interfaces.manage_primary is off)"
+            if reason is None:
+                eni = wait_for_eni(self.imds, link.mac, primary, self.settings.propagation_timeout)
+                reason = self.eni_skip_reason(eni)
+            if reason is not None:
+                log.log(
+                    logging.INFO if ifname else logging.DEBUG, "%s: skipped: %s", link.name, reason
+                )
+                continue
+            plan = planner.plan_interface(eni, link)
+            files.update(renderer(RenderInput(plan, link, eni, self.settings.ifcfg_dhcp)))
+        return files
+
     # --- targets -------------------------------------------------------------------
     def _target(self, eni: EniMetadata, link: Link, record: Optional[Record]) -> Target:
         return Target(
@@ -309,15 +334,18 @@ class Engine:
                 if t.plan is not None and t.link is not None and not t.link.up:
                     self.backend.set_up(t.ifname)
             started = time.perf_counter()
-            report = self.backend.apply(changes) if changes else ApplyReport()
+            intents = [self._intent(t) for t in targets]
+            # Called even without changes: a file backend may still need to write files.
+            report = self.backend.apply(changes, intents)
             log.debug(
-                "applied %d of %d changes in %.1f ms",
+                "%s: applied %d of %d changes in %.1f ms",
+                self.backend.name,
                 len(report.applied),
                 len(changes),
                 (time.perf_counter() - started) * 1e3,
             )
             self._write_records(targets, currents, report)
-            remaining = changeset(self._delta(targets)[0])
+            remaining = self._settle(targets)
         for change, why in report.failed:
             log.error("%s: %s failed: %s", _ifname_of(change.obj), change, why)
         results = [_result(t, ChangeSet(tuple(report.applied))) for t in targets]
@@ -331,6 +359,23 @@ class Engine:
                 f"{len(remaining)} changes did not take effect, e.g. {remaining.changes[0]}"
             )
         return results
+
+    def _intent(self, t: Target) -> Intent:
+        return Intent(t.mac, t.ifname, t.link, t.plan, t.eni)
+
+    def _settle(self, targets: Sequence[Target]) -> ChangeSet:
+        """What did not take effect. A network manager applies files on its own time:
+        wait for it (bounded), and judge it by what it must add. What it adds beyond
+        the plan (NetworkManager's own prefix routes in the table) is its business."""
+        timeout = self.backend.settle_timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = changeset(self._delta(targets)[0])
+            if timeout:
+                remaining = ChangeSet(tuple(c for c in remaining.changes if c.op is Op.ADD))
+            if not remaining or time.monotonic() >= deadline:
+                return remaining
+            time.sleep(0.05)
 
     def current(
         self,
@@ -346,7 +391,7 @@ class Engine:
             link_addresses=addrs,
             owned_ips=owned_ips,
             routes=frozenset(r for r in owned_routes if r.table == table),
-            rules=frozenset(r for r in owned_rules if r.table == table),
+            rules=frozenset(r for r in owned_rules if rule_of_table(r, table)),
         )
 
     def _delta(self, targets: Sequence[Target]) -> tuple[Delta, dict[str, Current]]:
@@ -354,21 +399,16 @@ class Engine:
         owned_rules = self.backend.owned_rules()
         delta = Delta()
         currents: dict[str, Current] = {}
+        # A table that a gone ENI leaves and a new one takes in the same converge: the
+        # new ENI's diff replaces the old content; the removal must not delete it again.
+        claimed = {t.table for t in targets if t.plan is not None}
         for t in targets:
             owned_ips = t.record.owned() if t.record else frozenset()
             cur = self.current(t.table, t.link, owned_ips, owned_routes, owned_rules)
+            if t.plan is None and t.table in claimed:
+                cur = replace(cur, routes=frozenset(), rules=frozenset())
             currents[t.mac] = cur
             delta.extend(diff_interface(t.plan, cur))
-        # The shared main-table rule exists while any configured ENI has that family.
-        touched = {t.mac for t in targets}
-        families: set[Family] = set()
-        for rec in self.store.records():
-            if rec.mac not in touched:
-                families |= _families(rec.eni())
-        for t in targets:
-            if t.plan is not None:
-                families |= _families(t.eni)
-        delta.extend(diff_shared(planner.shared_rules(families), owned_rules))
         return delta, currents
 
     def _write_records(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Union
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -24,14 +24,30 @@ TABLE_MAIN = 254
 
 # Rule priorities. Per ENI index i = 100 * network_card + device_number:
 #   PRIO_VPC + i   : from <owned block> lookup <table> suppress_prefixlength 0
-#   PRIO_MAIN      : lookup main suppress_prefixlength 0   (one per family, shared)
+#   PRIO_MAIN + i  : from <owned block> lookup main suppress_prefixlength 0
 #   PRIO_DEFAULT + i: from <owned block> lookup <table>
 # so in-VPC routes of the ENI win first, then specific main routes (bridges, pods,
-# user routes), and only then the ENI's default route. See docs/routing.md.
+# user routes), and only then the ENI's default route. Every rule belongs to exactly
+# one ENI (none is shared), so removing one ENI never touches another's routing, and
+# each ENI's files are self-contained. See docs/routing.md.
 TABLE_BASE = 10000
 PRIO_VPC = 10000
 PRIO_MAIN = 20000
 PRIO_DEFAULT = 25000
+MAX_NETWORK_CARDS = 32
+
+
+def is_eni_table(table: int) -> bool:
+    """Whether `table` is in the range the ENI numbering can produce."""
+    return TABLE_BASE <= table < TABLE_BASE + 100 * MAX_NETWORK_CARDS
+
+
+def rule_of_table(rule: RuleSpec, table: int) -> bool:
+    """Whether `rule` belongs to the ENI of `table`: it looks the table up, or it is that
+    ENI's main-table rule (priority PRIO_MAIN + index)."""
+    if rule.table == table:
+        return True
+    return rule.table == TABLE_MAIN and rule.priority == PRIO_MAIN + (table - TABLE_BASE)
 
 
 class Family(enum.IntEnum):
@@ -151,8 +167,6 @@ class InterfacePlan:
 @dataclass(frozen=True)
 class DesiredState:
     interfaces: tuple[InterfacePlan, ...] = ()
-    # Rules shared by all managed ENIs (the main-table suppress rule per family).
-    shared_rules: frozenset[RuleSpec] = field(default_factory=frozenset)
 
 
 class Op(enum.Enum):

@@ -4,7 +4,7 @@ Scheme (docs/routing.md has the reasons): ENI index i = 100*network_card +
 device_number; table 10000+i holds the ENI's subnet route, routes to the VPC's CIDRs via
 the subnet router, and a default route. Per owned source block two rules: one at
 10000+i that consults the table for everything but its default route, one at 25000+i
-for the default route; between them, at 20000, `lookup main suppress_prefixlength 0`
+for the default route; between them, at 20000+i, `lookup main suppress_prefixlength 0`
 lets specific main-table routes (bridges, pods, user routes) win over the ENI default.
 """
 
@@ -96,6 +96,7 @@ def _rules(eni: EniMetadata, table: int) -> list[RuleSpec]:
     for family in (Family.V4, Family.V6):
         for block in source_blocks(eni, family):
             out.append(RuleSpec(PRIO_VPC + eni.index, family, table, block, 0))
+            out.append(RuleSpec(PRIO_MAIN + eni.index, family, TABLE_MAIN, block, 0))
             out.append(RuleSpec(PRIO_DEFAULT + eni.index, family, table, block))
     return out
 
@@ -113,10 +114,6 @@ def plan_interface(eni: EniMetadata, link: Link) -> InterfacePlan:
     )
 
 
-def shared_rules(families: Iterable[Family]) -> frozenset[RuleSpec]:
-    return frozenset(RuleSpec(PRIO_MAIN, f, TABLE_MAIN, None, 0) for f in set(families))
-
-
 def plan(pairs: Sequence[tuple[EniMetadata, Link]]) -> DesiredState:
     """Desired state for the given (ENI, link) pairs. Duplicate indexes (two ENIs
     claiming one table) are a metadata inconsistency and raise ValueError."""
@@ -131,7 +128,7 @@ def plan(pairs: Sequence[tuple[EniMetadata, Link]]) -> DesiredState:
             )
         seen[eni.index] = eni.eni_id
         plans.append(plan_interface(eni, link))
-    return DesiredState(tuple(plans), shared_rules(families_of(plans)))
+    return DesiredState(tuple(plans))
 
 
 def families_of(plans: Iterable[InterfacePlan]) -> set[Family]:

@@ -28,12 +28,15 @@ def collect(engine: Engine) -> list[dict[str, Any]]:
             "rules": sum(1 for r in rules if r.table == rec.table),
             "routes": sum(1 for r in routes if r.table == rec.table),
             "owned_addresses": len(rec.owned_ips),
+            "backend": engine.backend.name,
         }
         drift = -1
         if link is not None and eni is not None:
             cur = engine.current(rec.table, link, rec.owned(), routes, rules)
             d = diff_interface(planner.plan_interface(eni, link), cur)
-            drift = len(d.add) + len(d.delete)
+            # Under a network manager, extra objects it adds itself are not drift.
+            managed = engine.backend.settle_timeout > 0
+            drift = len(d.add) + (0 if managed else len(d.delete))
         row["drift"] = drift
         row["state"] = "ok" if drift == 0 else "gone" if link is None else "drifted"
         rows.append(row)
@@ -59,6 +62,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join(
+    table = "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines
     )
+    return f"{table}\nbackend: {rows[0]['backend']}"

@@ -1,6 +1,13 @@
-"""udev rules and systemd units, rendered from templates shipped in ec2net/data.
+"""udev rules, systemd units and upstart jobs, rendered from templates in ec2net/data.
 
-Renderers return {path: content}; `install` writes them atomically under a root.
+Renderers return {path: content}; `install` writes them atomically under a root. The
+packages (RPM, .deb) install through the same code (`ec2net install-system-files
+--root BUILDROOT --bindir /usr/bin`), so a pip install and a package ship one text.
+
+Which init's files: systemd gets the udev rule (it only asks systemd to start
+`ec2net@IFACE.service`) and the units; upstart gets the boot-scan task and the watch
+daemon as jobs in /etc/init (the udev rule would be inert there: the daemon follows
+link events itself).
 """
 
 from __future__ import annotations
@@ -15,8 +22,18 @@ from ec2net.state import write_if_changed
 
 UNIT_DIR = "usr/lib/systemd/system"
 UDEV_DIR = "usr/lib/udev/rules.d"
+UPSTART_DIR = "etc/init"
 UNITS = ("ec2net@.service", "ec2net-scan.service", "ec2net-watch.service")
 RULES = "81-ec2net.rules"
+# Keeps other software's routes and rules when networkd reconfigures links
+# (docs/backends.md); inert where networkd does not run.
+NETWORKD_CONF = "usr/lib/systemd/networkd.conf.d/80-ec2net.conf"
+UPSTART_JOBS = ("ec2net-scan.conf", "ec2net-watch.conf")
+
+SYSTEMD = "systemd"
+UPSTART = "upstart"
+AUTO = "auto"
+INIT_CHOICES = (AUTO, SYSTEMD, UPSTART)
 
 
 def _template(name: str) -> str:
@@ -29,8 +46,34 @@ def default_bindir() -> str:
     return str(Path(found).parent) if found else str(Path(sys.executable).parent)
 
 
-def render(drivers: tuple[str, ...], bindir: Optional[str] = None) -> dict[str, str]:
+def detect_init(root: Path = Path("/")) -> str:
+    """The init system of the host whose / is `root`, from paths under it alone.
+
+    systemd when `run/systemd/system` is a directory (systemd's own sd_booted() test:
+    it exists only while systemd is PID 1); upstart when that is absent and both
+    `sbin/initctl` and `etc/init` exist (RHEL 6, Amazon Linux 1, Ubuntu before 15.04);
+    otherwise systemd: a chroot or image being built, or a container, where unit files
+    are inert until booted and every current distribution boots systemd.
+    """
+    if (root / "run/systemd/system").is_dir():
+        return SYSTEMD
+    if (root / "sbin/initctl").exists() and (root / UPSTART_DIR).is_dir():
+        return UPSTART
+    return SYSTEMD
+
+
+def render(
+    drivers: tuple[str, ...], bindir: Optional[str] = None, init: str = SYSTEMD
+) -> dict[str, str]:
+    """The files for `init` ("systemd" or "upstart"), as {relative path: content}."""
     bindir = bindir or default_bindir()
+    if init == UPSTART:
+        return {
+            f"{UPSTART_DIR}/{job}": _template(job).replace("@BINDIR@", bindir)
+            for job in UPSTART_JOBS
+        }
+    if init != SYSTEMD:
+        raise ValueError(f"unknown init system {init!r}")
     hardening = _template("hardening.conf").rstrip("\n")
     out = {
         f"{UNIT_DIR}/{unit}": _template(unit)
@@ -39,12 +82,19 @@ def render(drivers: tuple[str, ...], bindir: Optional[str] = None) -> dict[str, 
         for unit in UNITS
     }
     out[f"{UDEV_DIR}/{RULES}"] = _template(RULES).replace("@DRIVERS@", "|".join(drivers))
+    out[NETWORKD_CONF] = _template("networkd.conf")
     return out
 
 
-def install(root: Path, drivers: tuple[str, ...], bindir: Optional[str] = None) -> list[Path]:
+def install(
+    root: Path, drivers: tuple[str, ...], bindir: Optional[str] = None, init: str = SYSTEMD
+) -> list[Path]:
+    """Write the files for `init` under `root` ("auto": `detect_init(root)`); returns
+    the paths that changed."""
+    if init == AUTO:
+        init = detect_init(root)
     written = []
-    for rel, content in render(drivers, bindir).items():
+    for rel, content in render(drivers, bindir, init).items():
         path = root / rel
         if write_if_changed(path, content):
             written.append(path)

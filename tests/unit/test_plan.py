@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from ec2net.diff import Current, changeset, diff_interface, diff_shared
+from ec2net.diff import Current, changeset, diff_interface
 from ec2net.metadata import EniMetadata, parse_eni
 from ec2net.model import (
     PRIO_MAIN,
     TABLE_MAIN,
     AddressSpec,
     DesiredState,
-    Family,
     Link,
     Op,
     RuleSpec,
+    rule_of_table,
     sort_key,
 )
 from ec2net.plan import plan, plan_interface
@@ -50,8 +50,6 @@ def render(state: DesiredState) -> str:
         lines += [str(o) for o in sorted(p.addresses, key=sort_key)]
         lines += [str(o) for o in sorted(p.routes, key=sort_key)]
         lines += [str(o) for o in sorted(p.rules, key=sort_key)]
-    lines.append("# shared")
-    lines += [str(r) for r in sorted(state.shared_rules, key=sort_key)]
     return "\n".join(lines) + "\n"
 
 
@@ -234,7 +232,14 @@ def test_removed_secondary_is_deleted() -> None:
     assert any("from 10.0.2.20/32" in a for a in adds)
 
 
-def test_shared_rule_follows_families() -> None:
-    want = frozenset({RuleSpec(PRIO_MAIN, Family.V4, TABLE_MAIN, None, 0)})
-    assert diff_shared(want, []).add == list(want)
-    assert diff_shared(frozenset(), want).delete == list(want)
+def test_every_rule_belongs_to_one_eni() -> None:
+    """No rule is shared: removing one ENI can never take another's routing with it."""
+    state = plan(SCENARIOS["two_cards"]())
+    seen: set[RuleSpec] = set()
+    for p in state.interfaces:
+        assert all(rule_of_table(r, p.table) for r in p.rules)
+        main = [r for r in p.rules if r.table == TABLE_MAIN]
+        assert main and all(r.priority == PRIO_MAIN + p.table - 10000 for r in main)
+        assert all(r.src is not None and r.suppress_prefixlength == 0 for r in main)
+        assert not seen & p.rules
+        seen |= p.rules

@@ -9,7 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from ec2net.sysfiles import RULES, UDEV_DIR, UNIT_DIR, UNITS, install, render
+from ec2net import cli
+from ec2net.sysfiles import (
+    RULES,
+    UDEV_DIR,
+    UNIT_DIR,
+    UNITS,
+    UPSTART_DIR,
+    UPSTART_JOBS,
+    detect_init,
+    install,
+    render,
+)
 
 
 def test_udev_rule_starts_unit_on_add_only() -> None:
@@ -71,5 +82,65 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 def test_install_is_idempotent(tmp_path: Path) -> None:
-    assert len(install(tmp_path, ("ena",), "/usr/bin")) == len(UNITS) + 1
+    assert len(install(tmp_path, ("ena",), "/usr/bin")) == len(UNITS) + 2  # + rule, conf
     assert install(tmp_path, ("ena",), "/usr/bin") == []
+
+
+def _host(root: Path, *paths: str) -> Path:
+    for rel in paths:
+        path = root / rel
+        if rel.endswith("/"):
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+    return root
+
+
+def test_detect_init(tmp_path: Path) -> None:
+    systemd = _host(tmp_path / "a", "run/systemd/system/", "sbin/initctl", "etc/init/")
+    assert detect_init(systemd) == "systemd"  # booted systemd wins over leftovers
+    upstart = _host(tmp_path / "b", "sbin/initctl", "etc/init/", "run/")
+    assert detect_init(upstart) == "upstart"
+    assert detect_init(_host(tmp_path / "c", "sbin/initctl")) == "systemd"  # no job dir
+    assert detect_init(_host(tmp_path / "d", "etc/")) == "systemd"  # chroot, container
+
+
+def test_upstart_jobs_replace_units_and_rule() -> None:
+    files = render(("ena",), "/opt/ec2net/bin", "upstart")
+    assert set(files) == {f"{UPSTART_DIR}/{job}" for job in UPSTART_JOBS}
+    scan = files[f"{UPSTART_DIR}/ec2net-scan.conf"]
+    active = [ln.strip() for ln in scan.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert "start on stopped rc RUNLEVEL=[2345]" in active
+    assert "task" in active
+    assert any(ln.startswith("/opt/ec2net/bin/ec2net scan") for ln in active)
+    watch = files[f"{UPSTART_DIR}/ec2net-watch.conf"]
+    assert "respawn" in watch.splitlines() and "/opt/ec2net/bin/ec2net watch" in watch
+    assert "@" not in "".join(files.values())
+    with pytest.raises(ValueError, match="unknown init"):
+        render(("ena",), "/usr/bin", "sysv")
+
+
+def test_install_auto_follows_the_host(tmp_path: Path) -> None:
+    _host(tmp_path, "sbin/initctl", "etc/init/")
+    written = install(tmp_path, ("ena",), "/usr/bin", "auto")
+    assert sorted(p.name for p in written) == sorted(UPSTART_JOBS)
+    assert not (tmp_path / UNIT_DIR).exists() and not (tmp_path / UDEV_DIR).exists()
+
+
+def test_cli_root_defaults_to_systemd(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _host(tmp_path, "sbin/initctl", "etc/init/")  # looks like upstart: --root ignores that
+    env = {"EC2NET_CONFIG": "/dev/null"}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        assert (
+            cli.main(["install-system-files", "--root", str(tmp_path), "--bindir", "/usr/bin"])
+            == 0
+        )
+        assert (tmp_path / UNIT_DIR / "ec2net@.service").is_file()
+        assert not (tmp_path / UPSTART_DIR / "ec2net-scan.conf").exists()
+        args = ["install-system-files", "--root", str(tmp_path), "--init", "upstart"]
+        assert cli.main(args) == 0
+    assert (tmp_path / UPSTART_DIR / "ec2net-scan.conf").is_file()
+    assert str(tmp_path / UPSTART_DIR / "ec2net-watch.conf") in capsys.readouterr().out

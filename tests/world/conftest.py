@@ -11,7 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import pytest
 
@@ -33,12 +33,21 @@ class Instance:
         self.config = tmp / "ec2net.toml"
         self.write_config(**config)
 
-    def write_config(self, drivers: tuple[str, ...] = ("veth",), **extra: Any) -> None:
+    def write_config(
+        self,
+        drivers: tuple[str, ...] = ("veth",),
+        backend: Optional[dict[str, Any]] = None,
+        **extra: Any,
+    ) -> None:
         lines = ["[interfaces]", f"drivers = {json.dumps(list(drivers))}"]
         for key, value in extra.items():
             lines.append(f"{key} = {json.dumps(value)}")
         # IMDS answers within milliseconds here; keep outage tests short.
         lines += ["[imds]", "timeout = 0.5", "retries = 2", "propagation_timeout = 25"]
+        # Explicit: `auto` would follow whatever network manager the test host runs.
+        lines += ["[backend]"]
+        for key, value in (backend or {"name": "netlink"}).items():
+            lines.append(f"{key} = {json.dumps(value)}")
         self.config.write_text("\n".join(lines) + "\n")
 
     def env(self) -> dict[str, str]:

@@ -299,3 +299,19 @@ def test_table_claimed_by_a_live_eni_is_not_taken(instance: Instance) -> None:
     assert proc.returncode == 1
     assert "10003" in proc.stderr
     assert_reachable(instance, a)
+
+
+def test_scan_hands_a_gone_enis_table_to_its_successor(instance: Instance) -> None:
+    """A detached ENI's table is taken by the next ENI (same device-number) before
+    anything cleaned up: one scan removes the old and configures the new."""
+    f = instance.fabric
+    first = f.attach(SECOND, "eth1")
+    instance.ec2net("up", "eth1")
+    f.detach(first)
+    other = f.attach(f.new_eni("subnet-b", n_ipv4=2, n_ipv6=0), "eth1")
+    assert other.device_number == first.device_number
+    instance.ec2net("scan")
+    assert_reachable(instance, other)
+    assert_reachable(instance, other, f.peer_ns)
+    again = instance.ec2net("scan")
+    assert "configured" not in again.stdout, again.stdout

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
-from ec2net.model import AddressSpec, Change, ChangeSet, Link, RouteSpec, RuleSpec
+from ec2net.metadata import EniMetadata
+from ec2net.model import AddressSpec, Change, ChangeSet, InterfacePlan, Link, RouteSpec, RuleSpec
 
 
 @dataclass
@@ -14,6 +16,18 @@ class ApplyReport:
     # Changes the kernel refused, with its reason. EEXIST on add and ENOENT/ESRCH on
     # delete count as applied: they mean the object is already as wanted.
     failed: list[tuple[Change, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Intent:
+    """One ENI's whole desired configuration, for backends that render files from it
+    rather than apply single changes. `plan` None: remove everything of ours."""
+
+    mac: str
+    ifname: str
+    link: Optional[Link]
+    plan: Optional[InterfacePlan]
+    eni: Optional[EniMetadata]
 
 
 class NetState(Protocol):
@@ -33,7 +47,10 @@ class NetState(Protocol):
 
 
 class Applier(Protocol):
-    def apply(self, changes: ChangeSet) -> ApplyReport: ...
+    def apply(self, changes: ChangeSet, intents: Sequence[Intent] = ()) -> ApplyReport:
+        """Make `changes` happen; a file backend renders `intents` instead and has the
+        network manager apply them."""
+        ...
 
 
 class LinkControl(Protocol):
@@ -44,5 +61,15 @@ class LinkControl(Protocol):
 
 class Backend(NetState, Applier, LinkControl, Protocol):
     """What the engine needs from the layer that touches the kernel."""
+
+    name: str
+    # Seconds the engine waits for the kernel to show what `apply` asked for: 0 when
+    # apply is synchronous (netlink); a network manager applies files on its own time.
+    settle_timeout: float
+
+    def blocked(self, ifname: str) -> Optional[str]:
+        """Why this backend must leave the interface alone (e.g. the user's own ifcfg
+        file says EC2SYNC=no), or None."""
+        ...
 
     def close(self) -> None: ...

@@ -9,6 +9,10 @@ pyroute2, so the backend registry imports it lazily.
 Ownership: routes and rules are ours when their protocol is `RTPROT_EC2NET`; deletes
 carry that protocol too, so the kernel never matches a foreign object. Addresses have
 no protocol; `addresses()` returns all global ones and the state record decides.
+Under a file backend a network manager adds our objects with its own protocol
+(NetworkManager cannot set one), so there `managed` also counts everything in the
+ENI tables and the shared main-table rule as ours (read only: deletes still carry our
+protocol, and the manager removes what it added).
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ import ipaddress
 import os
 import socket
 import struct
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Optional
 
 from ec2net.backends import netlink_batch as nb
-from ec2net.backends.base import ApplyReport
+from ec2net.backends.base import ApplyReport, Intent
 from ec2net.errors import ApplyFailed
 from ec2net.model import (
+    PRIO_MAIN,
     RTPROT_EC2NET,
+    TABLE_BASE,
     TABLE_MAIN,
     AddressSpec,
     ChangeSet,
@@ -39,6 +46,7 @@ from ec2net.model import (
     RouteSpec,
     RuleSpec,
     Scope,
+    is_eni_table,
 )
 
 # Answers that mean "the object is already as wanted".
@@ -101,11 +109,27 @@ def _table(msg: nb.Message, attr: str = "RTA_TABLE") -> int:
     return int(msg["table"] if table is None else table)
 
 
+def _managed_rule(rule: RuleSpec) -> bool:
+    """An ENI's rule as a network manager added it (without our protocol)."""
+    if is_eni_table(rule.table):
+        return True
+    main = rule.table == TABLE_MAIN and rule.src is not None
+    return (
+        main
+        and rule.suppress_prefixlength == 0
+        and is_eni_table(rule.priority - PRIO_MAIN + TABLE_BASE)
+    )
+
+
 class NetlinkBackend:
     """NetState + Applier over rtnetlink. One instance per thread (not thread-safe)."""
 
-    def __init__(self, netns: Optional[str] = None) -> None:
+    name = "netlink"
+    settle_timeout = 0.0
+
+    def __init__(self, netns: Optional[str] = None, *, managed: bool = False) -> None:
         self.netns = netns
+        self.managed = managed
         try:
             self._sock, self._dgram = _open_sockets(netns)
         except OSError as exc:
@@ -238,10 +262,15 @@ class NetlinkBackend:
         names = {index: v[0] for index, v in self._link_names().items()}
         out: set[RouteSpec] = set()
         for family in (Family.V4, Family.V6):
-            for msg in self._chan.dump(nb.route_dump(family, RTPROT_EC2NET)):
+            proto = 0 if self.managed else RTPROT_EC2NET  # 0: no kernel-side filter
+            for msg in self._chan.dump(nb.route_dump(family, proto)):
                 scope = msg["scope"]
-                if msg["proto"] != RTPROT_EC2NET or msg["type"] != nb.RTN_UNICAST:
-                    continue  # an unfiltered dump (kernel before 4.20)
+                if msg["type"] != nb.RTN_UNICAST:
+                    continue
+                if msg["proto"] != RTPROT_EC2NET and not (
+                    self.managed and is_eni_table(_table(msg))
+                ):
+                    continue  # not ours, or an unfiltered dump (kernel before 4.20)
                 if scope not in _SCOPES:
                     continue
                 gw, src, oif = (msg.get_attr(k) for k in ("RTA_GATEWAY", "RTA_PREFSRC", "RTA_OIF"))
@@ -261,29 +290,32 @@ class NetlinkBackend:
         out: set[RuleSpec] = set()
         for family in (Family.V4, Family.V6):
             for msg in self._chan.dump(nb.rule_dump(family)):
-                if msg.get_attr("FRA_PROTOCOL") != RTPROT_EC2NET:
-                    continue
                 suppress = msg.get_attr("FRA_SUPPRESS_PREFIXLEN")
                 src = msg.get_attr("FRA_SRC")
-                out.add(
-                    RuleSpec(
-                        priority=int(msg.get_attr("FRA_PRIORITY") or 0),
-                        family=family,
-                        table=_table(msg, "FRA_TABLE"),
-                        src=_network(family, src, msg["src_len"]) if src else None,
-                        # The kernel reports "unset" as 0xffffffff (-1).
-                        suppress_prefixlength=(
-                            int(suppress)
-                            if suppress is not None and suppress not in (0xFFFFFFFF, -1)
-                            else None
-                        ),
-                    )
+                rule = RuleSpec(
+                    priority=int(msg.get_attr("FRA_PRIORITY") or 0),
+                    family=family,
+                    table=_table(msg, "FRA_TABLE"),
+                    src=_network(family, src, msg["src_len"]) if src else None,
+                    # The kernel reports "unset" as 0xffffffff (-1).
+                    suppress_prefixlength=(
+                        int(suppress)
+                        if suppress is not None and suppress not in (0xFFFFFFFF, -1)
+                        else None
+                    ),
                 )
+                if msg.get_attr("FRA_PROTOCOL") == RTPROT_EC2NET or (
+                    self.managed and _managed_rule(rule)
+                ):
+                    out.add(rule)
         return out
 
     # -- apply ------------------------------------------------------------------------
 
-    def apply(self, changes: ChangeSet) -> ApplyReport:
+    def blocked(self, ifname: str) -> Optional[str]:
+        return None
+
+    def apply(self, changes: ChangeSet, intents: Sequence[Intent] = ()) -> ApplyReport:
         """Apply in order, all in a few datagrams; one verdict per change."""
         report = ApplyReport()
         if not changes:

@@ -1,0 +1,181 @@
+"""Activators: how each network manager is told about files that changed, touching
+only the interfaces whose files changed.
+
+- ifcfg: network-scripts has no "reapply", and `ifdown`/`ifup` would bounce the ENI.
+  The rendered route/rule lines carry our protocol, so applying the same ChangeSet over
+  netlink now gives exactly the objects network-scripts creates from the files at the
+  next boot. With DHCP for the primary address, `ifup` starts dhclient first.
+- networkd: `networkctl reload` reconfigures only the links whose .network file was
+  created, changed or removed; the primary's file is untouched, so its DHCP lease is
+  kept. Rules for a removed link are dropped by networkd itself.
+- nm: `nmcli connection load` for the written keyfiles, then `device reapply` when our
+  profile is already active on the device (no bounce), else `connection up` for the
+  ENI only. Removal deletes our profile (NetworkManager then removes its addresses,
+  routes and rules) before the file goes.
+
+Commands run as argv lists with a timeout; no shell, no string built from metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ec2net.backends.base import ApplyReport
+from ec2net.backends.netlink import NetlinkBackend
+from ec2net.errors import ApplyFailed
+from ec2net.model import ChangeSet, Op
+
+log = logging.getLogger(__name__)
+
+COMMAND_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Activation:
+    ifname: str  # "" for orphan files
+    written: tuple[Path, ...]
+    removed: tuple[Path, ...]
+
+
+class Activator(Protocol):
+    def release(self, paths: Sequence[Path]) -> None:
+        """Called before our files at `paths` are deleted."""
+        ...
+
+    def activate(
+        self, activations: Sequence[Activation], changes: ChangeSet, kernel: NetlinkBackend
+    ) -> ApplyReport: ...
+
+
+def run(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT) -> str:
+    """Run a command; its stdout, or ApplyFailed (retryable) with its stderr."""
+    try:
+        proc = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ApplyFailed(f"{argv[0]}: {exc}") from exc
+    if proc.returncode != 0:
+        why = (proc.stderr or proc.stdout).strip().splitlines()
+        raise ApplyFailed(f"{' '.join(argv)}: exit {proc.returncode}: {' '.join(why[-2:])}")
+    return proc.stdout
+
+
+def _assumed(changes: ChangeSet) -> ApplyReport:
+    """The manager applies on its own; the engine's verify tells what took effect."""
+    return ApplyReport(applied=[c for c in changes.changes if c.op is Op.ADD])
+
+
+class IfcfgActivator:
+    def __init__(self, dhcp: bool) -> None:
+        self.dhcp = dhcp
+
+    def release(self, paths: Sequence[Path]) -> None:
+        if not self.dhcp:
+            return
+        for path in paths:
+            if path.name.startswith("ifcfg-"):
+                try:  # stops dhclient; the interface may already be gone
+                    run(["ifdown", path.name[len("ifcfg-") :]])
+                except ApplyFailed as exc:
+                    log.info("%s", exc)
+
+    def activate(
+        self, activations: Sequence[Activation], changes: ChangeSet, kernel: NetlinkBackend
+    ) -> ApplyReport:
+        if self.dhcp:
+            for act in activations:
+                if act.ifname and any(p.name == f"ifcfg-{act.ifname}" for p in act.written):
+                    run(["ifup", act.ifname], timeout=60)
+        return kernel.apply(changes)
+
+
+class NetworkdActivator:
+    def __init__(self, state_dir: Path = Path("/run/systemd/netif/links"), wait: float = 5.0):
+        self.state_dir = state_dir
+        self.wait = wait
+
+    def release(self, paths: Sequence[Path]) -> None:
+        return None
+
+    def activate(
+        self, activations: Sequence[Activation], changes: ChangeSet, kernel: NetlinkBackend
+    ) -> ApplyReport:
+        if activations:
+            run(["networkctl", "reload"])
+        for act in activations:
+            ours = [p for p in act.written if p.suffix == ".network"]
+            link = kernel.link(act.ifname) if act.ifname and ours else None
+            if link is not None:
+                self._check_applied(act.ifname, link.index, ours[0])
+        return _assumed(changes)
+
+    def _check_applied(self, ifname: str, index: int, ours: Path) -> None:
+        """networkd applies the first matching .network file in name order across
+        /etc, /run and /usr/lib: find the one it really took instead of trusting ours
+        sorts first (a lower-numbered generic file silently wins otherwise)."""
+        deadline = time.monotonic() + self.wait
+        applied = ""
+        while time.monotonic() < deadline:
+            applied = _keyfile_value(self.state_dir / str(index), "NETWORK_FILE")
+            if applied and Path(applied).name == ours.name:
+                return
+            if applied:
+                break
+            time.sleep(0.05)
+        if applied:
+            raise ApplyFailed(
+                f"{ifname}: systemd-networkd applies {applied}, which sorts before and "
+                f"matches this link, instead of {ours.name}: exclude the ENI there "
+                "(e.g. a [Match] that skips its MAC) or rename it after 10-"
+            )
+        log.warning("%s: networkd has not reported a .network file yet", ifname)
+
+
+class NmActivator:
+    def release(self, paths: Sequence[Path]) -> None:
+        if not paths:
+            return
+        by_file = {}
+        for line in run(["nmcli", "-t", "-f", "UUID,FILENAME", "connection", "show"]).splitlines():
+            uuid, _, filename = line.partition(":")
+            by_file[filename.replace("\\:", ":")] = uuid
+        for path in paths:
+            found = by_file.get(str(path))
+            if found:
+                run(["nmcli", "connection", "delete", "uuid", found])
+
+    def activate(
+        self, activations: Sequence[Activation], changes: ChangeSet, kernel: NetlinkBackend
+    ) -> ApplyReport:
+        written = [p for a in activations for p in a.written]
+        if written:
+            run(["nmcli", "connection", "load", *map(str, written)])
+        for act in activations:
+            for path in act.written:
+                uuid = _keyfile_value(path, "uuid")
+                if not act.ifname or not uuid:
+                    continue
+                active = run(["nmcli", "-g", "GENERAL.CON-UUID", "device", "show", act.ifname])
+                if active.strip() == uuid:
+                    run(["nmcli", "device", "reapply", act.ifname])
+                else:
+                    run(["nmcli", "--wait", "30", "connection", "up", "uuid", uuid], timeout=40)
+        return _assumed(changes)
+
+
+def _keyfile_value(path: Path, key: str) -> str:
+    try:
+        for line in path.read_text().splitlines():
+            name, sep, value = line.partition("=")
+            if sep and name.strip() == key:
+                return value.strip()
+    except OSError:
+        pass
+    return ""

@@ -1,0 +1,204 @@
+"""File backends: the planned state written as the network manager's own files.
+
+`ifcfg` (RHEL network-scripts), `networkd` and `nm` (NetworkManager) share one shape:
+`apply` renders every intent with the backend's renderer (ec2net.render), writes the
+files that differ (atomically, `write_if_changed`), removes files of ours that are no
+longer wanted, and hands the manager exactly the interfaces whose files changed
+(activators.py). The kernel is still read over netlink, with `managed` ownership, so
+the engine verifies what the manager did.
+
+A file is ours when its first line carries `render.MARK` with the ENI's MAC. A file
+without it (the user's, another generator's) is never overwritten or deleted: the
+interface is left alone instead (`blocked`). Files are keyed by MAC, so a stale file
+can never configure another ENI that later gets the same name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Optional
+
+from ec2net.backends.activators import Activation, Activator
+from ec2net.backends.base import ApplyReport, Intent
+from ec2net.backends.netlink import NetlinkBackend
+from ec2net.errors import ApplyFailed
+from ec2net.model import AddressSpec, ChangeSet, Link, RouteSpec, RuleSpec
+from ec2net.render import MARK, Files, Renderer, RenderInput, is_ours
+from ec2net.state import write_if_changed
+
+log = logging.getLogger(__name__)
+
+_MAC_IN_HEADER = re.compile(r"\(([0-9a-f]{2}(?::[0-9a-f]{2}){5})\)")
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """What distinguishes one file backend from another."""
+
+    name: str
+    renderer: Renderer
+    dirs: tuple[str, ...]  # absolute directories our files live in
+    mode: int = 0o644
+    # Path of the user's file for an interface whose presence (without EC2SYNC=yes)
+    # means "hands off", e.g. ifcfg-<if>.
+    user_file: Optional[str] = None
+
+
+@dataclass
+class _Work:
+    write: dict[Path, str] = field(default_factory=dict)
+    remove: list[Path] = field(default_factory=list)
+
+
+class FileBackend:
+    """Backend protocol over a renderer, an activator and a netlink reader."""
+
+    def __init__(
+        self,
+        flavour: Flavour,
+        activator: Activator,
+        kernel: NetlinkBackend,
+        *,
+        root: str = "/",
+        dhcp: bool = False,
+        settle_timeout: float = 20.0,
+    ) -> None:
+        self.name = flavour.name
+        self.flavour = flavour
+        self.activator = activator
+        self.kernel = kernel
+        self.root = Path(root)
+        self.dhcp = dhcp
+        self.settle_timeout = settle_timeout
+
+    # --- reading: the kernel, through netlink -------------------------------------
+    def links(self) -> list[Link]:
+        return self.kernel.links()
+
+    def link(self, name: str) -> Optional[Link]:
+        return self.kernel.link(name)
+
+    def addresses(self, ifname: str) -> set[AddressSpec]:
+        return self.kernel.addresses(ifname)
+
+    def owned_routes(self) -> set[RouteSpec]:
+        return self.kernel.owned_routes()
+
+    def owned_rules(self) -> set[RuleSpec]:
+        return self.kernel.owned_rules()
+
+    def set_up(self, ifname: str) -> bool:
+        return self.kernel.set_up(ifname)
+
+    def close(self) -> None:
+        self.kernel.close()
+
+    # --- files ----------------------------------------------------------------------
+    def _host(self, path: PurePosixPath) -> Path:
+        return self.root / path.relative_to("/")
+
+    def blocked(self, ifname: str) -> Optional[str]:
+        if self.flavour.user_file is None:
+            return None
+        path = self._host(PurePosixPath(self.flavour.user_file.format(ifname=ifname)))
+        try:
+            text = path.read_text()
+        except OSError:
+            return None
+        if is_ours(text):
+            return None
+        sync = _shell_value(text, "EC2SYNC")
+        if sync is not None and sync.lower() == "yes":
+            return None
+        return f"{path} is not written by ec2net (EC2SYNC={sync or 'unset'}); leaving it alone"
+
+    def render(self, intent: Intent) -> Files:
+        if intent.plan is None or intent.link is None or intent.eni is None:
+            return {}
+        return self.flavour.renderer(RenderInput(intent.plan, intent.link, intent.eni, self.dhcp))
+
+    def ours(self) -> dict[Path, str]:
+        """Our files on disk -> the MAC in their header."""
+        out: dict[Path, str] = {}
+        for directory in self.flavour.dirs:
+            with contextlib.suppress(OSError):
+                for path in sorted(self._host(PurePosixPath(directory)).iterdir()):
+                    mac = _owner(path)
+                    if mac is not None:
+                        out[path] = mac
+        return out
+
+    # --- apply ------------------------------------------------------------------------
+    def apply(self, changes: ChangeSet, intents: Sequence[Intent] = ()) -> ApplyReport:
+        on_disk = self.ours()
+        present = {ln.mac for ln in self.kernel.links()}
+        activations: list[Activation] = []
+        rendered = [{self._host(p): c for p, c in self.render(i).items()} for i in intents]
+        # A path another ENI now takes (a name reused) is that ENI's, not stale.
+        taken = {p for files in rendered for p in files}
+        for intent, wanted in zip(intents, rendered):
+            stale = [p for p, mac in on_disk.items() if mac == intent.mac and p not in taken]
+            work = _Work({p: c for p, c in wanted.items() if _read(p) != c}, stale)
+            if work.write or work.remove:
+                self.activator.release(work.remove)
+                self._commit(work)
+                activations.append(
+                    Activation(intent.ifname, tuple(sorted(work.write)), tuple(work.remove))
+                )
+        # Orphans: ours, for a MAC that is neither here nor being handled (a crash
+        # between writing and recording). Nothing can match them, but tidy up.
+        handled = {i.mac for i in intents}
+        orphans = [p for p, m in on_disk.items() if m not in present and m not in handled]
+        if orphans:
+            self.activator.release(orphans)
+            self._commit(_Work(remove=orphans))
+            activations.append(Activation("", (), tuple(orphans)))
+        return self.activator.activate(activations, changes, self.kernel)
+
+    def _commit(self, work: _Work) -> None:
+        for path, content in sorted(work.write.items()):
+            write_if_changed(path, content, self.flavour.mode)
+            log.debug("wrote %s", path)
+        for path in work.remove:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise ApplyFailed(f"cannot remove {path}: {exc}") from exc
+            log.debug("removed %s", path)
+
+
+def _read(path: Path) -> Optional[str]:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _owner(path: Path) -> Optional[str]:
+    """The MAC in our header line, or None for files that are not ours."""
+    try:
+        with path.open() as f:
+            first = f.readline(512)
+    except (OSError, UnicodeDecodeError):
+        return None
+    if MARK.lstrip("# ") not in first or not is_ours(first):
+        return None
+    found = _MAC_IN_HEADER.search(first)
+    return found.group(1) if found else None
+
+
+def _shell_value(text: str, key: str) -> Optional[str]:
+    """The last KEY=value assignment in a shell-style file, unquoted."""
+    value = None
+    for line in text.splitlines():
+        name, sep, rest = line.strip().partition("=")
+        if sep and name == key:
+            value = rest.strip().strip("\"'")
+    return value

@@ -1,0 +1,291 @@
+"""The packages, built from this tree once per session (`make packages rpm-el6`), checked
+for what they install and what their maintainer scripts do.
+
+Needs root and the tools tools/setup.sh installs (rpm, debhelper, dh-python, lintian):
+a missing tool fails the test rather than skipping it, so CI cannot pass without them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ec2net import config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+pytestmark = pytest.mark.package
+
+ROOT = Path(__file__).resolve().parents[2]
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+COMMANDS = ("ec2net", "ec2ifup", "ec2ifdown", "ec2ifscan")
+UNITS = ("ec2net@.service", "ec2net-scan.service", "ec2net-watch.service")
+MAN_PAGES = (
+    "man8/ec2net.8",
+    "man8/ec2ifup.8",
+    "man8/ec2ifdown.8",
+    "man8/ec2ifscan.8",
+    "man5/ec2net.toml.5",
+)
+TOOLS = ("make", "rpmbuild", "rpm", "dpkg-buildpackage", "dpkg-deb", "lintian")
+# Nothing of the package may reload or re-trigger anyone else's networking.
+FOREIGN = ("udevadm", "networkctl", "NetworkManager", "nmcli", "systemd-networkd", "ifup")
+
+
+def _run(*argv: str, cwd: Path = ROOT) -> str:
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, f"{argv}: {proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("package builds run as root (dpkg-buildpackage, rpmbuild)")
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    assert not missing, f"missing {missing}: run tools/setup.sh"
+    out = tmp_path_factory.mktemp("dist")
+    _run("make", f"DIST={out}", "packages", "rpm-el6")
+    return out
+
+
+@pytest.fixture(scope="session")
+def rpmdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Debian's rpm keeps its database in $HOME: queries use a throwaway one.
+    return tmp_path_factory.mktemp("rpmdb")
+
+
+def _one(dist: Path, pattern: str) -> Path:
+    found = sorted(dist.glob(pattern))
+    assert len(found) == 1, (pattern, found)
+    return found[0]
+
+
+def _rpm(rpmdb: Path, *args: str) -> str:
+    return _run("rpm", "--dbpath", str(rpmdb), *args)
+
+
+def _rpm_files(dist: Path, rpmdb: Path, pattern: str) -> set[str]:
+    return set(_rpm(rpmdb, "-qlp", str(_one(dist, pattern))).split())
+
+
+def _code_lines(script: str) -> list[str]:
+    return [
+        ln.strip() for ln in script.splitlines() if ln.strip() and not ln.strip().startswith("#")
+    ]
+
+
+def _check_restarts(lines: list[str]) -> None:
+    """Every restarting line names ec2net-watch and no other unit; nothing foreign."""
+    for line in lines:
+        assert not any(f in line for f in FOREIGN), line
+        if re.search(r"restart|_dh_action", line) and "=" not in line.split()[0]:
+            assert "ec2net-watch" in line, line
+            others = set(re.findall(r"[\w@.*-]+\.service", line)) - {"ec2net-watch.service"}
+            assert not others, line
+
+
+def test_versions_agree() -> None:
+    spec = (ROOT / "packaging/rpm/ec2-net-utils.spec").read_text()
+    assert re.search(rf"^Version:\s+{re.escape(VERSION)}$", spec, re.M)
+    changelog = (ROOT / "debian/changelog").read_text().splitlines()[0]
+    assert changelog.startswith(f"ec2-net-utils ({VERSION})"), changelog
+    assert f"- {VERSION}-1" in spec.split("%changelog", 1)[1]
+
+
+# --- RPM --------------------------------------------------------------------------------
+
+
+def test_rpm_installs_everything(dist: Path, rpmdb: Path) -> None:
+    files = _rpm_files(dist, rpmdb, "ec2-net-utils-*-1.noarch.rpm")
+    for cmd in COMMANDS:
+        assert f"/usr/bin/{cmd}" in files
+    for unit in UNITS:
+        assert f"/usr/lib/systemd/system/{unit}" in files
+    assert "/usr/lib/udev/rules.d/81-ec2net.rules" in files
+    assert "/usr/lib/systemd/networkd.conf.d/80-ec2net.conf" in files
+    assert "/usr/lib/systemd/system-preset/80-ec2net.preset" in files
+    assert "/etc/ec2net/ec2net.toml" in files
+    for page in MAN_PAGES:
+        assert any(f.startswith(f"/usr/share/man/{page}") for f in files), page
+    sitelib = {f for f in files if "/site-packages/ec2net/" in f}
+    for module in ("cli.py", "engine.py", "sysfiles.py", "data/ec2net@.service", "py.typed"):
+        assert any(f.endswith(f"/ec2net/{module}") for f in sitelib), module
+    assert any(f.endswith(f"ec2_net_utils-{VERSION}.dist-info/entry_points.txt") for f in files)
+    assert not any("/etc/init/" in f for f in files)
+
+
+def test_rpm_config_is_noreplace(dist: Path, rpmdb: Path) -> None:
+    rpm = str(_one(dist, "ec2-net-utils-*-1.noarch.rpm"))
+    flags = _rpm(rpmdb, "-qp", "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]", rpm)
+    assert "/etc/ec2net/ec2net.toml cn" in flags.splitlines()
+
+
+def test_rpm_requires(dist: Path, rpmdb: Path) -> None:
+    requires = _rpm(rpmdb, "-qp", "--requires", str(_one(dist, "ec2-net-utils-*-1.noarch.rpm")))
+    lines = {ln.strip() for ln in requires.splitlines()}
+    assert "python3-pyroute2" in lines
+    assert "python3 >= 3.9" in lines
+    assert ("python3-tomli" in lines) == (sys.version_info < (3, 11)), lines  # built by python3
+
+
+def test_rpm_scripts_enable_and_restart_only_the_daemon(dist: Path, rpmdb: Path) -> None:
+    scripts = _rpm(rpmdb, "-qp", "--scripts", str(_one(dist, "ec2-net-utils-*-1.noarch.rpm")))
+    parts = dict(re.findall(r"^(\w+) scriptlet \(using /bin/sh\):\n(.*?)(?=^\w+ scriptlet|\Z)",
+                            scripts, re.M | re.S))  # fmt: skip
+    assert set(parts) == {"postinstall", "preuninstall", "postuninstall"}, scripts
+    post = parts["postinstall"]
+    assert "preset" in post and "ec2net-scan.service" in post and "ec2net-watch.service" in post
+    assert "$1 -eq 1" in post  # first install only: upgrades keep the admin's choice
+    for name, text in parts.items():
+        _check_restarts(_code_lines(text))
+        for line in _code_lines(text):
+            if "ec2net@" in line:  # the per-ENI units: only stopped, and only on erase
+                assert "stop" in line and "restart" not in line, (name, line)
+                assert name == "preuninstall"
+    assert "$1 -eq 0" in parts["preuninstall"]
+    assert "try-restart ec2net-watch.service" in parts["postuninstall"]
+
+
+def test_rpm_el6_ships_upstart_jobs_instead_of_units(dist: Path, rpmdb: Path) -> None:
+    files = _rpm_files(dist, rpmdb, "ec2-net-utils-*-1.el6.noarch.rpm")
+    assert {"/etc/init/ec2net-scan.conf", "/etc/init/ec2net-watch.conf"} <= files
+    assert not any("systemd" in f or "/udev/" in f for f in files), files
+    assert {f"/usr/bin/{c}" for c in COMMANDS} <= files
+    rpm = str(_one(dist, "ec2-net-utils-*-1.el6.noarch.rpm"))
+    scripts = _rpm(rpmdb, "-qp", "--scripts", rpm)
+    assert "systemctl" not in scripts
+    _check_restarts(_code_lines(scripts))
+    assert "upstart" in _rpm(rpmdb, "-qp", "--requires", rpm).split()
+
+
+# --- .deb -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def deb_tree(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("deb")
+    deb = str(_one(dist, "ec2-net-utils_*_all.deb"))
+    _run("dpkg-deb", "-x", deb, str(root / "data"))
+    _run("dpkg-deb", "-e", deb, str(root / "control"))
+    yield root
+
+
+def test_deb_installs_everything(dist: Path) -> None:
+    listing = _run("dpkg-deb", "-c", str(_one(dist, "ec2-net-utils_*_all.deb")))
+    files = {ln.split()[5].lstrip(".") for ln in listing.splitlines()}
+    for cmd in COMMANDS:
+        assert f"/usr/bin/{cmd}" in files
+    for unit in UNITS:  # bookworm's debhelper and lintian want /lib
+        assert f"/lib/systemd/system/{unit}" in files
+    assert "/lib/udev/rules.d/81-ec2net.rules" in files
+    assert "/usr/lib/systemd/networkd.conf.d/80-ec2net.conf" in files
+    assert "/etc/ec2net/ec2net.toml" in files
+    for page in MAN_PAGES:
+        assert f"/usr/share/man/{page}.gz" in files, page
+    for module in ("cli.py", "engine.py", "sysfiles.py", "data/ec2net@.service", "py.typed"):
+        assert f"/usr/lib/python3/dist-packages/ec2net/{module}" in files, module
+    assert not any(f.startswith("/etc/init/") for f in files)
+
+
+def test_deb_control(dist: Path, deb_tree: Path) -> None:
+    control = (deb_tree / "control/control").read_text()
+    depends = re.search(r"^Depends: (.*)$", control, re.M)
+    assert depends is not None
+    names = {d.strip().split()[0] for d in re.split(r"[,|]", depends.group(1))}
+    assert {"python3", "python3-pyroute2"} <= names
+    assert f"Version: {VERSION}\n" in control
+    assert (deb_tree / "control/conffiles").read_text().split() == ["/etc/ec2net/ec2net.toml"]
+
+
+def test_deb_maintainer_scripts_restart_only_the_daemon(deb_tree: Path) -> None:
+    scripts = {p.name: p.read_text() for p in (deb_tree / "control").iterdir()
+               if p.name in ("preinst", "postinst", "prerm", "postrm")}  # fmt: skip
+    assert "postinst" in scripts and "prerm" in scripts
+    assert "enable 'ec2net-watch.service'" in scripts["postinst"]
+    assert "enable 'ec2net-scan.service'" in scripts["postinst"]
+    for name, text in scripts.items():
+        lines = _code_lines(text)
+        _check_restarts(lines)
+        for i, line in enumerate(lines):
+            if "ec2net-scan.service" in line:  # enabled for boot, never started or stopped
+                assert "deb-systemd-helper" in line, (name, line)
+            if "ec2net@" in line:  # per-ENI units: stopped on removal only
+                assert "stop" in line and name == "prerm", (name, line)
+                assert '"$1" = remove' in lines[i - 1], lines[i - 1]
+            if "deb-systemd-invoke" in line and "stop" in line:
+                assert '"$1" = remove' in lines[i - 1], (name, line)
+
+
+def test_deb_default_config_is_the_commented_defaults(deb_tree: Path) -> None:
+    text = (deb_tree / "data/etc/ec2net/ec2net.toml").read_text()
+    assert text == config.render_default()
+    assert config.parse(tomllib.loads(text), "ec2net.toml") == {}
+
+
+def test_lintian_has_no_errors(dist: Path) -> None:
+    proc = subprocess.run(
+        ["lintian", "--pedantic", "--display-info", str(_one(dist, "ec2-net-utils_*.changes"))],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    print("lintian:\n" + (proc.stdout or "(nothing)\n"))
+    errors = [ln for ln in proc.stdout.splitlines() if ln.startswith("E:")]
+    assert not errors, proc.stdout
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_analyze_verify_deb_units(deb_tree: Path, tmp_path: Path) -> None:
+    # The units as shipped, pointed at a stand-in ec2net (no /usr/bin/ec2net on this host).
+    stub = tmp_path / "bin/ec2net"
+    stub.parent.mkdir()
+    stub.write_text("#!/bin/sh\n")
+    stub.chmod(0o755)
+    unit_dir = tmp_path / "units"
+    unit_dir.mkdir()
+    for unit in UNITS:
+        text = (deb_tree / "data/lib/systemd/system" / unit).read_text()
+        assert "/usr/bin/ec2net " in text
+        (unit_dir / unit).write_text(text.replace("/usr/bin/ec2net ", f"{stub} "))
+    (unit_dir / "ec2net@eth1.service").symlink_to(unit_dir / "ec2net@.service")
+    names = ["ec2net-scan.service", "ec2net-watch.service", "ec2net@eth1.service"]
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *(str(unit_dir / n) for n in names)],
+        capture_output=True, text=True, check=False, env={"SYSTEMD_UNIT_PATH": f"{unit_dir}:"},
+    )  # fmt: skip
+    problems = [
+        ln for ln in proc.stderr.splitlines()
+        if "ec2net" in ln and "sys-subsystem-net-devices" not in ln
+    ]  # fmt: skip
+    assert proc.returncode == 0 and not problems, proc.stderr
+
+
+# --- wheel ------------------------------------------------------------------------------
+
+
+def test_wheel_has_entry_points_and_data(dist: Path) -> None:
+    wheel = _one(dist, f"ec2_net_utils-{VERSION}-py3-none-any.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        entry_points = zf.read(f"ec2_net_utils-{VERSION}.dist-info/entry_points.txt").decode()
+    scripts = dict(re.findall(r"^(\S+) = (\S+)$", entry_points, re.M))
+    assert scripts == {
+        "ec2net": "ec2net.cli:main",
+        "ec2ifup": "ec2net.cli:ec2ifup",
+        "ec2ifdown": "ec2net.cli:ec2ifdown",
+        "ec2ifscan": "ec2net.cli:ec2ifscan",
+    }
+    data = {p.name for p in (ROOT / "src/ec2net/data").iterdir() if p.is_file()}
+    assert data and {f"ec2net/data/{n}" for n in data} <= names
+    assert {"ec2net/py.typed", "ec2net/cli.py", "ec2net/manpage.py"} <= names

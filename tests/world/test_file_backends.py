@@ -1,0 +1,128 @@
+"""File backends driven by the engine in the simulated VPC.
+
+Only the ifcfg backend can run here (its activator applies over netlink what the files
+say; networkd and NetworkManager need their daemons, proved in the system tier). What
+is proved: `up` writes the network-scripts files and the addresses are reachable
+through the check; files are ours only (a user's EC2SYNC=no file is honoured, never
+touched); nothing stale survives `down`, detach + `scan`, or an ENI re-using a name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ec2sim.world import Eni
+from tests.world.conftest import Instance
+
+pytestmark = pytest.mark.world
+
+SECOND = "02:00:0a:00:02:14"
+SCRIPTS = "etc/sysconfig/network-scripts"
+
+
+@pytest.fixture
+def ifcfg(instance: Instance, tmp_path: Path) -> Instance:
+    root = tmp_path / "root"
+    instance.write_config(backend={"name": "ifcfg", "files_root": str(root)})
+    return instance
+
+
+def scripts(inst: Instance) -> Path:
+    return inst.config.parent / "root" / SCRIPTS
+
+
+def files(inst: Instance) -> set[str]:
+    d = scripts(inst)
+    return {p.name for p in d.iterdir()} if d.exists() else set()
+
+
+def reachable_all(inst: Instance, eni: Eni) -> list[str]:
+    return [str(a) for a in (*eni.ipv4s, *eni.ipv6s) if not inst.reachable(str(a))]
+
+
+def test_up_writes_files_and_routes(ifcfg: Instance) -> None:
+    f = ifcfg.fabric
+    empty = ifcfg.owned_state()
+    eni = f.attach(SECOND, "eth1")
+    ifcfg.ec2net("up", "eth1")
+    assert reachable_all(ifcfg, eni) == []
+    assert {"ifcfg-eth1", "route-eth1", "rule-eth1"} <= files(ifcfg)
+    text = (scripts(ifcfg) / "ifcfg-eth1").read_text()
+    assert text.startswith("# Managed by ec2net") and eni.mac in text.splitlines()[0]
+    again = ifcfg.ec2net("up", "eth1")
+    assert again.stdout.strip() == "eth1: unchanged", again.stdout
+    ifcfg.ec2net("down", "eth1")
+    assert files(ifcfg) == set()
+    assert ifcfg.owned_state() == empty
+
+
+def test_users_own_file_is_left_alone(ifcfg: Instance) -> None:
+    f = ifcfg.fabric
+    empty = ifcfg.owned_state()
+    f.attach(SECOND, "eth1")
+    scripts(ifcfg).mkdir(parents=True)
+    mine = "DEVICE=eth1\nBOOTPROTO=dhcp\nEC2SYNC=no\n"
+    (scripts(ifcfg) / "ifcfg-eth1").write_text(mine)
+    out = ifcfg.ec2net("up", "eth1")
+    assert "skipped" in out.stdout and "EC2SYNC=no" in out.stdout, out.stdout
+    assert (scripts(ifcfg) / "ifcfg-eth1").read_text() == mine
+    assert files(ifcfg) == {"ifcfg-eth1"}
+    assert ifcfg.owned_state() == empty
+
+
+def test_detach_scan_and_name_reuse_leave_nothing_stale(ifcfg: Instance) -> None:
+    f = ifcfg.fabric
+    first = f.attach(SECOND, "eth1")
+    ifcfg.ec2net("up", "eth1")
+    f.detach(first)
+    # Another ENI arrives under the same name before anyone cleaned up.
+    other = f.attach(f.new_eni("subnet-b", n_ipv4=2, n_ipv6=0), "eth1")
+    ifcfg.ec2net("scan")
+    assert reachable_all(ifcfg, other) == []
+    text = (scripts(ifcfg) / "ifcfg-eth1").read_text()
+    assert other.mac in text and first.mac not in text
+    assert "route6-eth1" not in files(ifcfg)  # the first ENI's IPv6 files are gone
+    f.detach(other)
+    ifcfg.ec2net("scan")
+    assert files(ifcfg) == set()
+
+
+def test_orphan_files_of_ours_are_removed(ifcfg: Instance) -> None:
+    d = scripts(ifcfg)
+    d.mkdir(parents=True)
+    orphan = d / "ifcfg-eth7"
+    orphan.write_text("# Managed by ec2net for eni-0dead (02:00:00:00:de:ad); removed\n")
+    foreign = d / "ifcfg-eth8"
+    foreign.write_text("DEVICE=eth8\n")
+    f = ifcfg.fabric
+    f.attach(SECOND, "eth1")
+    ifcfg.ec2net("up", "eth1")
+    assert not orphan.exists()
+    assert foreign.read_text() == "DEVICE=eth8\n"
+
+
+@pytest.mark.parametrize(
+    ("backend", "path", "mode"),
+    [
+        ("ifcfg", "etc/sysconfig/network-scripts/ifcfg-eth1", 0o644),
+        ("networkd", "run/systemd/network/10-ec2net-eth1.network", 0o644),
+        ("nm", "run/NetworkManager/system-connections/ec2net-eth1.nmconnection", 0o600),
+    ],
+)
+def test_render_writes_under_root_only(
+    instance: Instance, tmp_path: Path, backend: str, path: str, mode: int
+) -> None:
+    empty = instance.owned_state()
+    instance.fabric.attach(SECOND, "eth1")
+    root = tmp_path / "review"
+    out = instance.ec2net("render", "--backend", backend, "--root", str(root), "eth1")
+    target = root / path
+    assert str(target) in out.stdout.splitlines(), out.stdout
+    assert target.stat().st_mode & 0o777 == mode
+    assert SECOND in target.read_text().splitlines()[0]
+    # Review only: nothing configured.
+    assert instance.owned_state() == empty
+    printed = instance.ec2net("render", "--backend", backend, "eth1")
+    assert f"==> /{path} <==" in printed.stdout
