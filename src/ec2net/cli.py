@@ -104,6 +104,12 @@ def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
         "auto: systemd if /run/systemd/system exists, else upstart if /sbin/initctl and "
         "/etc/init exist, else systemd. Default: auto, or systemd when --root is given",
     )
+    s.add_argument(
+        "--udev-override",
+        action="store_true",
+        help="only write the udev rule, to /etc/udev/rules.d where it overrides the "
+        "packaged one: run this after changing interfaces.drivers",
+    )
     return p
 
 
@@ -219,8 +225,13 @@ def _cmd_render(ctx: _Context, args: argparse.Namespace) -> int:
 
 
 def _cmd_install_system_files(ctx: _Context, args: argparse.Namespace) -> int:
-    from ec2net.sysfiles import install  # noqa: PLC0415
+    from ec2net.sysfiles import install, install_udev_override  # noqa: PLC0415
 
+    if args.udev_override:
+        root = Path(args.root or "/")
+        if install_udev_override(root, ctx.settings.drivers):
+            print(root / "etc/udev/rules.d" / "81-ec2net.rules")
+        return EXIT_OK
     # A build root (packaging) gets the systemd files unless told otherwise: the build
     # host's init says nothing about the target's.
     init = args.init or ("systemd" if args.root else "auto")

@@ -98,7 +98,8 @@ SCHEMA: tuple[Field, ...] = (
         "drivers",
         "drivers",
         "list",
-        "Kernel drivers whose interfaces are ENIs (udev ID_NET_DRIVER).",
+        "Kernel drivers whose interfaces are ENIs (udev ID_NET_DRIVER). After a change, "
+        "`ec2net install-system-files --udev-override` updates the udev rule.",
     ),
     Field(
         "interfaces",

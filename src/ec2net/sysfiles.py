@@ -86,6 +86,14 @@ def render(
     return out
 
 
+def install_udev_override(root: Path, drivers: tuple[str, ...]) -> bool:
+    """The udev rule for `drivers` in /etc/udev/rules.d, where a file of the same name
+    overrides the packaged one (packages own /usr/lib; a config change must not
+    rewrite it). Returns whether it wrote."""
+    content = _template(RULES).replace("@DRIVERS@", "|".join(drivers))
+    return write_if_changed(root / "etc/udev/rules.d" / RULES, content)
+
+
 def install(
     root: Path, drivers: tuple[str, ...], bindir: Optional[str] = None, init: str = SYSTEMD
 ) -> list[Path]:

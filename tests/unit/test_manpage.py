@@ -71,7 +71,8 @@ def test_every_schema_key_is_documented() -> None:
         assert f".SH [{field.section}]" in text
         value = config._toml_value(getattr(defaults, field.attr))
         entry = (
-            f"{field.key} = {config._KIND_NAMES[field.kind]}\n{field.doc}\n.br\nDefault: {value}."
+            f"{field.key} = {config._KIND_NAMES[field.kind]}\n{field.doc.replace('`', '')}\n"
+            f".br\nDefault: {value}."
         )
         assert entry in text, field.key
 

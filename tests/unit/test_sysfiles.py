@@ -144,3 +144,13 @@ def test_cli_root_defaults_to_systemd(tmp_path: Path, capsys: pytest.CaptureFixt
         assert cli.main(args) == 0
     assert (tmp_path / UPSTART_DIR / "ec2net-scan.conf").is_file()
     assert str(tmp_path / UPSTART_DIR / "ec2net-watch.conf") in capsys.readouterr().out
+
+
+def test_udev_override_goes_to_etc_with_the_configured_drivers(tmp_path: Path) -> None:
+    from ec2net.sysfiles import install_udev_override
+
+    assert install_udev_override(tmp_path, ("ena", "virtio_net"))
+    rule = (tmp_path / "etc/udev/rules.d/81-ec2net.rules").read_text()
+    assert "ena|virtio_net" in rule
+    assert not install_udev_override(tmp_path, ("ena", "virtio_net"))  # unchanged
+    assert not (tmp_path / "usr").exists()  # the packaged files are not touched
