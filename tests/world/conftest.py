@@ -18,6 +18,7 @@ import pytest
 from ec2sim.fabric import Fabric
 from ec2sim.netns import run_in_netns
 from ec2sim.probe import echoes
+from ec2sim.world import Subnet, World, default_world
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 Addr = Union[ipaddress.IPv4Address, ipaddress.IPv6Address, str]
@@ -104,6 +105,18 @@ class Instance:
 
 def echo(sock: socket.socket, payload: bytes = b"still here") -> bool:
     return echoes(sock, payload)
+
+
+def two_card_world() -> World:
+    """The default world with a second network card and a subnet for it."""
+    w = default_world()
+    w.multi_card = True
+    w.subnets["subnet-d"] = Subnet(
+        "subnet-d",
+        ipaddress.IPv4Network("10.0.4.0/24"),
+        ipaddress.IPv6Network("2600:1f16:292:4::/64"),
+    )
+    return w
 
 
 @pytest.fixture

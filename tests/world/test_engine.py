@@ -9,8 +9,8 @@ from typing import Callable
 
 import pytest
 
-from ec2sim.world import Eni, Subnet, World, default_world
-from tests.world.conftest import Instance, echo
+from ec2sim.world import Eni
+from tests.world.conftest import Instance, echo, two_card_world
 
 pytestmark = pytest.mark.world
 
@@ -130,19 +130,8 @@ def test_delegated_prefixes(instance: Instance) -> None:
     assert_reachable(instance, eni)
 
 
-def _two_card_world() -> World:
-    w = default_world()
-    w.multi_card = True
-    w.subnets["subnet-d"] = Subnet(
-        "subnet-d",
-        ipaddress.IPv4Network("10.0.4.0/24"),
-        ipaddress.IPv6Network("2600:1f16:292:4::/64"),
-    )
-    return w
-
-
 def test_two_network_cards_never_share_a_table(make_instance: Callable[..., Instance]) -> None:
-    inst = make_instance(world=_two_card_world())
+    inst = make_instance(world=two_card_world())
     f = inst.fabric
     card1 = f.attach(f.new_eni("subnet-b", device_number=0, network_card=1, n_ipv4=2), "eth1")
     card0 = f.attach(f.new_eni("subnet-d", device_number=1, network_card=0, n_ipv4=2), "eth2")

@@ -35,8 +35,8 @@ from ec2sim.netscripts import (
     parse_shell_vars,
     read_lines,
 )
-from ec2sim.world import Eni, Subnet, World, default_world
-from tests.world.conftest import Instance, echo
+from ec2sim.world import Eni
+from tests.world.conftest import Instance, echo, two_card_world
 
 pytestmark = pytest.mark.world
 
@@ -215,21 +215,10 @@ def test_delegated_prefixes(scripts: Scripts) -> None:
     assert_reachable(inst, eni)
 
 
-def _two_card_world() -> World:
-    w = default_world()
-    w.multi_card = True
-    w.subnets["subnet-d"] = Subnet(
-        "subnet-d",
-        ipaddress.IPv4Network("10.0.4.0/24"),
-        ipaddress.IPv6Network("2600:1f16:292:4::/64"),
-    )
-    return w
-
-
 def test_two_network_cards_never_share_a_table(
     make_instance: Callable[..., Instance], tmp_path: Path
 ) -> None:
-    inst = make_instance(world=_two_card_world())
+    inst = make_instance(world=two_card_world())
     scripts = Scripts(inst, tmp_path / "root")
     f = inst.fabric
     card1 = f.attach(f.new_eni("subnet-b", device_number=0, network_card=1, n_ipv4=2), "eth1")
