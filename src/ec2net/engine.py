@@ -104,6 +104,8 @@ class Engine:
             return "excluded by ENI id"
         if eni.is_primary and not self.settings.manage_primary:
             return "primary ENI (interfaces.manage_primary is off)"
+        if eni.is_primary and not self.backend.primary_ok:
+            return f"primary ENI: its boot profile owns it under backend {self.backend.name}"
         return None
 
     def primary_mac(self) -> str:

@@ -66,6 +66,9 @@ class Backend(NetState, Applier, LinkControl, Protocol):
     # Seconds the engine waits for the kernel to show what `apply` asked for: 0 when
     # apply is synchronous (netlink); a network manager applies files on its own time.
     settle_timeout: float
+    # Whether it can add to the primary ENI (interfaces.manage_primary). A networkd or
+    # NetworkManager profile of ours would replace the primary's boot profile.
+    primary_ok: bool
 
     def blocked(self, ifname: str) -> Optional[str]:
         """Why this backend must leave the interface alone (e.g. the user's own ifcfg

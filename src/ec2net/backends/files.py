@@ -47,6 +47,7 @@ class Flavour:
     # Path of the user's file for an interface whose presence (without EC2SYNC=yes)
     # means "hands off", e.g. ifcfg-<if>.
     user_file: Optional[str] = None
+    primary_ok: bool = False
 
 
 @dataclass
@@ -75,6 +76,7 @@ class FileBackend:
         self.root = Path(root)
         self.dhcp = dhcp
         self.settle_timeout = settle_timeout
+        self.primary_ok = flavour.primary_ok
 
     # --- reading: the kernel, through netlink -------------------------------------
     def links(self) -> list[Link]:

@@ -16,7 +16,14 @@ from ec2net.render import ifcfg, networkd, nm
 IFCFG_DIR = "/etc/sysconfig/network-scripts"
 
 FLAVOURS = {
-    "ifcfg": Flavour("ifcfg", ifcfg.render, (IFCFG_DIR,), user_file=IFCFG_DIR + "/ifcfg-{ifname}"),
+    # The primary's own ifcfg file is the user's: `blocked` keeps us off it.
+    "ifcfg": Flavour(
+        "ifcfg",
+        ifcfg.render,
+        (IFCFG_DIR,),
+        user_file=IFCFG_DIR + "/ifcfg-{ifname}",
+        primary_ok=True,
+    ),
     "networkd": Flavour("networkd", networkd.render, ("/run/systemd/network",)),
     # NetworkManager ignores keyfiles readable by others.
     "nm": Flavour("nm", nm.render, ("/run/NetworkManager/system-connections",), mode=0o600),

@@ -126,6 +126,7 @@ class NetlinkBackend:
 
     name = "netlink"
     settle_timeout = 0.0
+    primary_ok = True
 
     def __init__(self, netns: Optional[str] = None, *, managed: bool = False) -> None:
         self.netns = netns
