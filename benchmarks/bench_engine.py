@@ -127,7 +127,6 @@ def scan_figures(reps: int) -> None:
             applies.append(float(m.group(3)) / 1e3)
             n_objects = int(m.group(2))
             v4, v6 = batch_lines(proc.stdout)
-            v4.append("rule add pref 20000 lookup main suppress_prefixlength 0 proto 236")
             assert len(v4) + len(v6) == n_objects, (len(v4), len(v6), n_objects)
             for i in range(15):
                 r.ec2net("down", f"eth{i + 1}")

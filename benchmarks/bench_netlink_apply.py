@@ -65,9 +65,8 @@ def build_objects() -> list[NetObject]:
             addrs.append(AddressSpec(dev, ipaddress.ip_interface(f"{ip}/24"), True))
             host = ipaddress.ip_network(f"{ip}/32")
             rules.append(RuleSpec(PRIO_VPC + i, Family.V4, table, host, 0))
+            rules.append(RuleSpec(PRIO_MAIN + i, Family.V4, TABLE_MAIN, host, 0))
             rules.append(RuleSpec(PRIO_DEFAULT + i, Family.V4, table, host))
-    rules.append(RuleSpec(PRIO_MAIN, Family.V4, TABLE_MAIN, None, 0))
-    rules.append(RuleSpec(PRIO_MAIN, Family.V6, TABLE_MAIN, None, 0))
     return addrs + routes + rules
 
 

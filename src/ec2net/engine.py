@@ -454,7 +454,8 @@ def _result(t: Target, changes: ChangeSet) -> Result:
 
 
 def _belongs(obj: object, t: Target) -> bool:
-    table = getattr(obj, "table", None)
-    if table is not None:
-        return bool(table == t.table)
+    if isinstance(obj, RuleSpec):
+        return rule_of_table(obj, t.table)
+    if isinstance(obj, RouteSpec):
+        return obj.table == t.table
     return getattr(obj, "ifname", None) == t.ifname

@@ -31,6 +31,8 @@ def test_other_subnet_eni_with_secondaries(instance: Instance) -> None:
     primary = f.world.primary()
     keep = instance.open_connection(primary.ipv4s[0])
     eni = f.attach(SECOND, "eth1")
+    planned = instance.ec2net("plan", "eth1").stdout
+    assert "rule pref 20001 from 10.0.2.20/31 lookup main suppress_prefixlength 0" in planned
     instance.ec2net("up", "eth1")  # also brings the link up: it appears down
     assert len(eni.ipv4s) == 3
     assert_reachable(instance, eni)  # from the client subnet, v4 and v6
