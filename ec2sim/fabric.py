@@ -10,6 +10,11 @@ the router, as they do through the VPC's router.
 
 `Fabric` changes the namespaces and the `World` together, so IMDS (which reads the
 world) always describes what the fabric routes.
+
+Tap mode (`Fabric(taps=True)`) puts a virtual machine in the VPC instead of a namespace:
+each ENI's router port is a tap device in the router namespace (named like the port, see
+`tap_of`), programmed exactly as a veth port, for QEMU (run inside the router namespace)
+to open. There is no instance namespace and no echo service then: the guest runs both.
 """
 
 from __future__ import annotations
@@ -60,7 +65,16 @@ from ec2sim.layout import (
 )
 from ec2sim.netns import WorldState, ip_batch, run_in_netns, write_sysctls
 from ec2sim.probe import ECHO_PORT, EchoServer, probe
-from ec2sim.world import Eni, Subnet, World, default_world
+from ec2sim.world import Eni, IPv4Net, IPv6Net, Subnet, World, default_world
+
+
+def tap_port_lines(port: Port, nets: Sequence[Union[IPv4Net, IPv6Net]]) -> list[str]:
+    """A router port that is a tap for a VM: `port_lines` programming (addresses,
+    routes), with a tap instead of the veth pair and nothing moved anywhere."""
+    lines = port_lines(port, "-", "-", nets)
+    # port_lines creates the pair first and moves the far end last; a tap has no far end
+    assert lines[0].startswith("link add ") and lines[-1].startswith("link set dev t")
+    return [f"tuntap add dev {port.name} mode tap", *lines[1:-1]]
 
 
 class Fabric:
@@ -76,10 +90,12 @@ class Fabric:
         echo_port: int = ECHO_PORT,
         label: str = "",
         attach: Sequence[tuple[str, str]] = (),
+        taps: bool = False,
     ) -> None:
         """`world` defaults to `default_world()`. Only the primary ENI is attached at
         start (as eth0) plus any `(mac, ifname)` in `attach`; the world's other ENIs are
-        kept aside (not in IMDS) until `attach()`ed, like ENIs not yet hot-plugged."""
+        kept aside (not in IMDS) until `attach()`ed, like ENIs not yet hot-plugged.
+        `taps=True`: tap mode (see the module doc); `ifname`s are then only labels."""
         self.world = world if world is not None else default_world()
         self.prefix = "e2s" + random_suffix()
         self.router_ns = f"{self.prefix}-router"
@@ -91,6 +107,7 @@ class Fabric:
         self.imds_enabled = imds
         self.echo_port = echo_port
         self._initial_attach = list(attach)
+        self.taps = taps
         self.ports: dict[str, Port] = {}  # by ENI/host MAC
         self.hosts: dict[str, Host] = {}  # by short name
         self.spare: dict[str, Eni] = {}  # known ENIs not attached, by MAC
@@ -145,11 +162,14 @@ class Fabric:
                 self.spare[mac] = w.enis.pop(mac)
         # record before creating, so a crash in the middle is still cleaned up
         self.state.namespaces = [self.router_ns, self.instance_ns, self.client_ns, self.peer_ns]
+        if self.taps:
+            self.state.namespaces.remove(self.instance_ns)
         self.state.save()
         for ns in self.state.namespaces:
             netns.add_netns(ns)
         write_sysctls(self.router_ns, ROUTER_SYSCTLS)
-        write_sysctls(self.instance_ns, INSTANCE_SYSCTLS)
+        if not self.taps:
+            write_sysctls(self.instance_ns, INSTANCE_SYSCTLS)
         write_sysctls(self.client_ns, HOST_SYSCTLS)
         write_sysctls(self.peer_ns, HOST_SYSCTLS)
         # nft has no `-n`: load the rule set through `ip netns exec`
@@ -165,7 +185,7 @@ class Fabric:
             f"addr add {IMDS_V6}/128 dev lo",
         ]
         port = self._new_port(primary.mac, w.subnet_of(primary), self.instance_ns)
-        router += port_lines(port, self.instance_ns, "eth0", nets_of(primary))
+        router += self._eni_port_lines(port, "eth0", nets_of(primary))
         for host in (client, peer):
             mac = random_mac(self.ports)
             port = self._new_port(mac, self.world.subnets[host.subnet_id], host.ns)
@@ -174,14 +194,16 @@ class Fabric:
         ip_batch(self.router_ns, router)
         write_sysctls(self.router_ns, port_sysctls(*(p.name for p in self.ports.values())))
         self.ifnames[primary.mac] = "eth0"
-        ip_batch(self.instance_ns, boot_lines(self.world, primary))
+        if not self.taps:
+            ip_batch(self.instance_ns, boot_lines(self.world, primary))
         for host in (client, peer):
             ip_batch(host.ns, host_lines(self.world, host))
             self.hosts[host.name] = host
 
         if self.imds_enabled:
             self._start_imds()
-        self.echo = EchoServer(self.instance_ns, self.echo_port).start()
+        if not self.taps:
+            self.echo = EchoServer(self.instance_ns, self.echo_port).start()
         if self.dhcp_enabled or self.ra_enabled:
             self.dnsmasq = Dnsmasq(
                 self.router_ns,
@@ -246,6 +268,17 @@ class Fabric:
         self.ports[mac] = port
         return port
 
+    def _eni_port_lines(
+        self, port: Port, ifname: str, nets: Sequence[Union[IPv4Net, IPv6Net]]
+    ) -> list[str]:
+        if self.taps:
+            return tap_port_lines(port, nets)
+        return port_lines(port, self.instance_ns, ifname, nets)
+
+    def tap_of(self, mac: str) -> str:
+        """Tap mode: the tap device (in the router namespace) of an attached ENI."""
+        return self.ports[mac.lower()].name
+
     def _proxy_lines(self) -> list[str]:
         lines, self._proxies = proxy_lines(self.ports.values(), self._proxies)
         return lines
@@ -266,7 +299,7 @@ class Fabric:
             self.spare.pop(eni.mac, None)
             subnet = self.world.subnet_of(eni)
             port = self._new_port(eni.mac, subnet, self.instance_ns)
-            lines = port_lines(port, self.instance_ns, ifname, nets_of(eni))
+            lines = self._eni_port_lines(port, ifname, nets_of(eni))
             lines += self._proxy_lines()
             self.world.attach(eni)
             try:
@@ -344,6 +377,8 @@ class Fabric:
         """A Docker-style bridge in the instance: docker0 172.17.0.1/16 and a container
         namespace behind it (172.17.0.2, default via 172.17.0.1). Returns the
         container's namespace."""
+        if self.taps:
+            raise ValueError("tap mode: the bridge belongs inside the guest")
         with self._lock:
             if self.container_ns is not None:
                 return self.container_ns

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 AGENT_PORT_NAME = "systest.agent"
 AGENT_GUEST_PATH = "/usr/local/lib/systest/agent_guest.py"
+GUEST_TOOLS_PATH = "/usr/local/lib/systest/guest_tools.py"
+# ec2sim's probes connect to this port on every address of the instance.
+ECHO_PORT = 7007
 # The harness always puts the primary NIC in PCI slot 5, so it is named ens5 as on Nitro.
 PRIMARY_IFNAME = "ens5"
 
@@ -76,3 +79,32 @@ JOURNALD_CONF = """\
 # Keep the journal in RAM: less disk work under TCG, and the root is a snapshot anyway.
 Storage=volatile
 """
+
+# The fabric proves reachability by real TCP to every address: the guest's side of that.
+ECHO_UNIT = f"""\
+[Unit]
+Description=System-test TCP echo on port {ECHO_PORT}, every address
+
+[Service]
+ExecStart=/usr/bin/python3 {GUEST_TOOLS_PATH} echo {ECHO_PORT}
+Restart=always
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# The AWS tool's udev rule and networkd base file match ENA/ixgbevf/Xen only; the
+# guest's NICs are virtio_net. These are the only edits made to its package.
+AWS_DRIVER_EDITS = (
+    (
+        "usr/lib/udev/rules.d/99-vpc-policy-routes.rules",
+        "vif|ena|ixgbevf",
+        "vif|ena|ixgbevf|virtio_net",
+    ),
+    (
+        "usr/lib/systemd/network/80-ec2.network",
+        "Driver=ena ixgbevf vif",
+        "Driver=ena ixgbevf vif virtio_net",
+    ),
+)

@@ -39,6 +39,9 @@ from systest.guest_files import (
     AGENT_GUEST_PATH,
     AGENT_UDEV_RULE,
     AGENT_UNIT,
+    AWS_DRIVER_EDITS,
+    ECHO_UNIT,
+    GUEST_TOOLS_PATH,
     JOURNALD_CONF,
     MODPROBE_BLACKLIST,
     NETWORKD_PRIMARY,
@@ -65,10 +68,14 @@ BASE_PACKAGES: tuple[str, ...] = (
 )
 
 # systemd-networkd ships in the systemd package, so that variant needs nothing extra.
+# "aws": networkd plus Debian's amazon-ec2-net-utils, for the side-by-side benchmark.
 VARIANT_PACKAGES: dict[str, tuple[str, ...]] = {
     "networkd": (),
     "nm": ("network-manager",),
+    "aws": ("amazon-ec2-net-utils",),
 }
+# The network manager each variant runs.
+VARIANT_MANAGER = {"networkd": "networkd", "nm": "nm", "aws": "networkd"}
 
 INITRAMFS_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "ext4")
 
@@ -272,6 +279,10 @@ def _agent_source() -> Path:
     return Path(__file__).with_name("agent_guest.py")
 
 
+def _tools_source() -> Path:
+    return Path(__file__).with_name("guest_tools.py")
+
+
 def variant_key(variant: str) -> str:
     if variant not in VARIANT_PACKAGES:
         raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANT_PACKAGES)}")
@@ -282,6 +293,7 @@ def variant_key(variant: str) -> str:
         Path(__file__).read_text(),
         Path(__file__).with_name("guest_files.py").read_text(),
         _agent_source().read_text(),
+        _tools_source().read_text(),
     )
 
 
@@ -322,12 +334,22 @@ def _configure(root: Path, variant: str, key: str, log_file: Path) -> None:
     _write(root, "etc/udev/rules.d/90-systest-agent.rules", AGENT_UDEV_RULE)
     _write(root, "etc/systemd/system/systest-agent.service", AGENT_UNIT)
     _chroot(root, ["systemctl", "enable", "systest-agent.service"], log_file)
+    shutil.copyfile(_tools_source(), root / GUEST_TOOLS_PATH.lstrip("/"))
+    _write(root, "etc/systemd/system/systest-echo.service", ECHO_UNIT)
+    _chroot(root, ["systemctl", "enable", "systest-echo.service"], log_file)
     _chroot(root, ["systemctl", "mask", *MASKED_UNITS], log_file)
     # Empty root password: a login on the serial console is the debugging path of last
     # resort, and the guest is reachable only from its own test namespace.
     _chroot(root, ["passwd", "-d", "root"], log_file)
 
-    if variant == "networkd":
+    if variant == "aws":
+        for rel, old, new in AWS_DRIVER_EDITS:
+            path = root / rel
+            text = path.read_text()
+            if old not in text:
+                raise BuildError(f"{rel}: {old!r} not found; the package changed")
+            path.write_text(text.replace(old, new))
+    if VARIANT_MANAGER[variant] == "networkd":
         _write(root, "etc/systemd/network/10-systest-primary.network", NETWORKD_PRIMARY)
         _chroot(root, ["systemctl", "enable", "systemd-networkd.service"], log_file)
     elif variant == "nm":

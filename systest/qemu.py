@@ -137,6 +137,9 @@ class Vm:
     smp: int = 2
     memory_mib: int = 1024
     extra_append: str = ""
+    # False: a guest reboot ends QEMU (a panic loop cannot spin). True for tests that
+    # reboot; QEMU keeps hot-plugged devices and the snapshot across the reset.
+    allow_reboot: bool = False
     pid: Optional[int] = field(default=None, init=False)  # QEMU's, once started
     qmp: Qmp = field(init=False)
     agent: Agent = field(init=False)
@@ -167,7 +170,9 @@ class Vm:
         argv = ["ip", "netns", "exec", self.netns, QEMU, "-name", "systest"]
         argv += ["-machine", "pc", *(KVM_ACCEL if accel == "kvm" else TCG_ACCEL)]
         argv += ["-smp", str(self.smp), "-m", str(self.memory_mib)]
-        argv += ["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]
+        argv += ["-nodefaults", "-no-user-config", "-display", "none"]
+        if not self.allow_reboot:
+            argv.append("-no-reboot")
         argv += ["-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd)]
         argv += ["-append", f"{KERNEL_APPEND} {self.extra_append}".strip()]
         argv += ["-chardev", f"file,id=console,path={self.console_log}"]
@@ -219,7 +224,32 @@ class Vm:
         deadline = self.started_at + timeout
         try:
             self.agent.wait_ready(max(1.0, deadline - time.monotonic()))
-            ready = time.monotonic() - self.started_at
+        except AgentError as exc:
+            raise VmError(f"guest did not boot: {exc}\n{self.diagnostics()}") from exc
+        return self._wait_running(deadline)
+
+    def reboot(self, timeout: float = 300.0) -> BootInfo:
+        """``systemctl reboot`` in the guest (needs ``allow_reboot``); waits for the new
+        boot's agent (a new boot id) and for systemd. Times count from the request."""
+        if not self.allow_reboot:
+            raise VmError("this Vm was started with -no-reboot")
+        old = self.agent.boot_id
+        self.agent.run(["systemctl", "reboot", "--no-block"], timeout=60, check=True)
+        self.started_at = time.monotonic()
+        deadline = self.started_at + timeout
+        while True:
+            try:
+                self.agent.wait_ready(max(1.0, deadline - time.monotonic()))
+            except AgentError as exc:
+                raise VmError(f"guest did not come back: {exc}\n{self.diagnostics()}") from exc
+            if self.agent.boot_id != old:
+                return self._wait_running(deadline)
+            # the old agent answers until systemd stops it
+            time.sleep(0.5)
+
+    def _wait_running(self, deadline: float) -> BootInfo:
+        ready = time.monotonic() - self.started_at
+        try:
             res = self.agent.run(
                 ["systemctl", "is-system-running", "--wait"],
                 timeout=max(1.0, deadline - time.monotonic()),

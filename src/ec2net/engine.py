@@ -363,7 +363,7 @@ class Engine:
         return results
 
     def _intent(self, t: Target) -> Intent:
-        return Intent(t.mac, t.ifname, t.link, t.plan, t.eni)
+        return Intent(t.mac, t.ifname, t.table, t.link, t.plan, t.eni)
 
     def _settle(self, targets: Sequence[Target]) -> ChangeSet:
         """What did not take effect. A network manager applies files on its own time:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from systest import harness
+from systest import harness, install
 from systest.image import Image, ensure_image
 from systest.qemu import BootInfo, Vm, qemu_usable
 
@@ -79,3 +79,16 @@ def booted(
         if failed or os.environ.get("EC2NET_SYSTEST_KEEP") == "1":
             print("\n" + vm.diagnostics())
             print("dnsmasq log tail:\n" + "\n".join(lan.dnsmasq.log().splitlines()[-20:]))
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def ec2net_package(
+    qemu_available: None, tmp_path_factory: pytest.TempPathFactory
+) -> install.Package:
+    """What the guests get: the tree's current .deb if there is one, else a wheel of it."""
+    pkg = install.package_for(REPO, tmp_path_factory.mktemp("ec2net-package"))
+    print(f"\ninstalling ec2net into guests from {pkg.kind} {pkg.path.name}")
+    return pkg

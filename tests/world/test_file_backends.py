@@ -9,10 +9,23 @@ touched); nothing stale survives `down`, detach + `scan`, or an ENI re-using a n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from ec2net.backends.activators import Activation
+from ec2net.backends.base import ApplyReport
+from ec2net.backends.files import FileBackend
+from ec2net.backends.flavours import FLAVOURS
+from ec2net.backends.netlink import NetlinkBackend
+from ec2net.config import load
+from ec2net.engine import Engine
+from ec2net.imds import ImdsClient
+from ec2net.model import ChangeSet, Op
+from ec2net.state import Store
+from ec2sim.netns import run_in_netns
 from ec2sim.world import Eni
 from tests.world.conftest import Instance
 
@@ -126,3 +139,75 @@ def test_render_writes_under_root_only(
     assert instance.owned_state() == empty
     printed = instance.ec2net("render", "--backend", backend, "eth1")
     assert f"==> /{path} <==" in printed.stdout
+
+
+class ForeignProtocolManager:
+    """Stands in for networkd or NetworkManager: applies the additions with its own
+    protocol (`static`), as they do, and never removes anything, like networkd once
+    our .network file is gone (its rules turn foreign and are kept)."""
+
+    def __init__(self, inst: Instance) -> None:
+        self.inst = inst
+
+    def release(self, paths: Sequence[Path]) -> None:
+        return None
+
+    def activate(
+        self, activations: Sequence[Activation], changes: ChangeSet, kernel: NetlinkBackend
+    ) -> ApplyReport:
+        for change in changes.changes:
+            if change.op is not Op.ADD:
+                continue
+            obj = change.obj
+            words = str(obj).split()
+            six = words[0] == "-6"
+            words = words[1:] if six else words
+            kind, rest = words[0], words[1:]
+            if kind == "address":
+                cmd = ["addr", "add", *rest]
+            elif kind == "route":
+                cmd = ["route", "add", *rest, "proto", "static"]
+            else:
+                cmd = ["rule", "add", *rest, "protocol", "static"]
+            self.inst.ip(*(["-6"] if six else []), *cmd)
+        return ApplyReport(applied=[c for c in changes.changes if c.op is Op.ADD])
+
+
+def test_managed_objects_without_our_protocol_are_removed(
+    instance: Instance, tmp_path: Path
+) -> None:
+    """Under networkd/nm the kernel objects carry the manager's protocol: the engine must
+    still see them as the ENI's (by table and priority) and remove them on `down`, and
+    nothing else: a foreign rule with the same protocol stays."""
+    f = instance.fabric
+    eni = f.attach(SECOND, "eth1")
+    instance.ip("rule", "add", "pref", "512", "from", "10.0.9.0/24", "lookup", "77",
+                "protocol", "static")  # fmt: skip
+    before = instance.ip("rule", "show")
+    settings = replace(load(instance.env()), settle_timeout=5.0)
+    flavour = replace(FLAVOURS["networkd"], name="fake-networkd")
+
+    def run(verb: str) -> None:
+        def body() -> None:
+            kernel = NetlinkBackend(managed=True)
+            backend = FileBackend(
+                flavour, ForeignProtocolManager(instance), kernel, root=str(tmp_path / "r")
+            )
+            store = Store(instance.runtime)
+            store.ensure()
+            imds = ImdsClient((f.imds_url,), timeout=0.5, retries=2)
+            engine = Engine(settings, backend, imds, store)
+            try:
+                engine.up("eth1") if verb == "up" else engine.down("eth1")
+            finally:
+                backend.close()
+
+        run_in_netns(instance.ns, body)
+
+    run("up")
+    assert reachable_all(instance, eni) == []
+    rules = instance.ip("rule", "show")
+    assert "lookup 10001" in rules and "20001:" in rules
+    run("down")
+    assert instance.ip("rule", "show") == before
+    assert instance.ip("route", "show", "table", "10001") == ""

@@ -25,6 +25,7 @@ class Intent:
 
     mac: str
     ifname: str
+    table: int
     link: Optional[Link]
     plan: Optional[InterfacePlan]
     eni: Optional[EniMetadata]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Optional
@@ -27,7 +27,16 @@ from ec2net.backends.activators import Activation, Activator
 from ec2net.backends.base import ApplyReport, Intent
 from ec2net.backends.netlink import NetlinkBackend
 from ec2net.errors import ApplyFailed
-from ec2net.model import AddressSpec, ChangeSet, Link, RouteSpec, RuleSpec
+from ec2net.model import (
+    AddressSpec,
+    Change,
+    ChangeSet,
+    Link,
+    Op,
+    RouteSpec,
+    RuleSpec,
+    rule_of_table,
+)
 from ec2net.render import MARK, Files, Renderer, RenderInput, is_ours
 from ec2net.state import write_if_changed
 
@@ -160,7 +169,14 @@ class FileBackend:
             self.activator.release(orphans)
             self._commit(_Work(remove=orphans))
             activations.append(Activation("", (), tuple(orphans)))
-        return self.activator.activate(activations, changes, self.kernel)
+        report = self.activator.activate(activations, changes, self.kernel)
+        if self.kernel.managed:
+            cleanup = ChangeSet(tuple(_leftovers(changes, intents)))
+            if cleanup:
+                done = self.kernel.apply(cleanup)
+                report.applied += done.applied
+                report.failed += done.failed
+        return report
 
     def _commit(self, work: _Work) -> None:
         for path, content in sorted(work.write.items()):
@@ -174,6 +190,28 @@ class FileBackend:
             except OSError as exc:
                 raise ApplyFailed(f"cannot remove {path}: {exc}") from exc
             log.debug("removed %s", path)
+
+
+def _leftovers(changes: ChangeSet, intents: Sequence[Intent]) -> Iterator[Change]:
+    """Deletions the engine wants that the manager may not do itself. networkd forgets
+    the rules of a .network file that is gone (they turn foreign, and foreign rules are
+    kept, see docs/backends.md); a removed secondary address or its rules may likewise
+    stay. Routes of a kept ENI are left to the manager: NetworkManager adds its own to
+    the ENI's table and would add them back."""
+    for change in changes.changes:
+        if change.op is not Op.DEL:
+            continue
+        obj = change.obj
+        for intent in intents:
+            if isinstance(obj, RuleSpec):
+                mine = rule_of_table(obj, intent.table)
+            elif isinstance(obj, RouteSpec):
+                mine = intent.plan is None and obj.table == intent.table
+            else:
+                mine = obj.ifname == intent.ifname
+            if mine:
+                yield change
+                break
 
 
 def _read(path: Path) -> Optional[str]:

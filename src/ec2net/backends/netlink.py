@@ -11,8 +11,8 @@ carry that protocol too, so the kernel never matches a foreign object. Addresses
 no protocol; `addresses()` returns all global ones and the state record decides.
 Under a file backend a network manager adds our objects with its own protocol
 (NetworkManager cannot set one), so there `managed` also counts everything in the
-ENI tables and the shared main-table rule as ours (read only: deletes still carry our
-protocol, and the manager removes what it added).
+ENI tables and the ENIs' main-table rules as ours, and deletes match any protocol. The
+diff scopes every delete to one ENI's table and priorities, so nothing else matches.
 """
 
 from __future__ import annotations
@@ -324,10 +324,12 @@ class NetlinkBackend:
         indices = {v[0]: index for index, v in self._link_names().items()}
         requests: list[nb.Request] = []
         verdicts: dict[int, nb.Verdict] = {}  # position in changes -> answer known now
+        # Managed: a network manager added our objects with its own protocol.
+        del_proto = 0 if self.managed else RTPROT_EC2NET
         for pos, change in enumerate(changes.changes):
             obj = change.obj
             if isinstance(obj, RuleSpec):
-                requests.append(nb.rule_request(change.op, obj))  # needs no device
+                requests.append(nb.rule_request(change.op, obj, del_proto))  # needs no device
                 continue
             index = indices.get(obj.ifname)
             if index is None:
@@ -340,7 +342,7 @@ class NetlinkBackend:
             if isinstance(obj, AddressSpec):
                 requests.append(nb.address_request(change.op, obj, index))
             else:
-                requests.append(nb.route_request(change.op, obj, index))
+                requests.append(nb.route_request(change.op, obj, index, del_proto))
         answers = iter(self._chan.exchange(requests))
         for pos, change in enumerate(changes.changes):
             err, reason = verdicts[pos] if pos in verdicts else next(answers)

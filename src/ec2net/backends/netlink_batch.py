@@ -385,7 +385,10 @@ def _table_byte(table: int) -> int:
     return table if table < 256 else 0
 
 
-def route_request(op: Op, spec: RouteSpec, oif: Optional[int]) -> Request:
+def route_request(
+    op: Op, spec: RouteSpec, oif: Optional[int], proto: int = RTPROT_EC2NET
+) -> Request:
+    """`proto` 0 on delete matches any protocol (a network manager's objects)."""
     dst = spec.dst
     msg = rtmsg()
     header = msg["header"]
@@ -397,7 +400,7 @@ def route_request(op: Op, spec: RouteSpec, oif: Optional[int]) -> Request:
     msg["dst_len"] = dst.prefixlen
     msg["src_len"] = msg["tos"] = msg["flags"] = 0
     msg["table"] = _table_byte(spec.table)
-    msg["proto"] = RTPROT_EC2NET  # on delete: matches only our routes
+    msg["proto"] = proto if op is Op.DEL else RTPROT_EC2NET  # on delete: only ours
     msg["scope"] = spec.scope
     msg["type"] = RTN_UNICAST
     attrs: list[tuple[str, Any]] = [("RTA_TABLE", spec.table)]
@@ -413,7 +416,8 @@ def route_request(op: Op, spec: RouteSpec, oif: Optional[int]) -> Request:
     return msg
 
 
-def rule_request(op: Op, spec: RuleSpec) -> Request:
+def rule_request(op: Op, spec: RuleSpec, proto: int = RTPROT_EC2NET) -> Request:
+    """`proto` 0 on delete matches any protocol (a network manager's rules)."""
     msg = fibmsg()
     header = msg["header"]
     if op is Op.ADD:
@@ -426,11 +430,9 @@ def rule_request(op: Op, spec: RuleSpec) -> Request:
     msg["src_len"] = spec.src.prefixlen if spec.src is not None else 0
     msg["table"] = _table_byte(spec.table)
     msg["action"] = FR_ACT_TO_TBL
-    attrs: list[tuple[str, Any]] = [
-        ("FRA_PRIORITY", spec.priority),
-        ("FRA_TABLE", spec.table),
-        ("FRA_PROTOCOL", RTPROT_EC2NET),  # on delete: matches only our rules
-    ]
+    attrs: list[tuple[str, Any]] = [("FRA_PRIORITY", spec.priority), ("FRA_TABLE", spec.table)]
+    if op is Op.ADD or proto:
+        attrs.append(("FRA_PROTOCOL", RTPROT_EC2NET if op is Op.ADD else proto))
     if spec.src is not None:
         attrs.append(("FRA_SRC", str(spec.src.network_address)))
     if spec.suppress_prefixlength is not None:

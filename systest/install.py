@@ -1,0 +1,180 @@
+"""Install ec2net into a running guest the way a user would, from the current tree.
+
+`package_for(tree)` picks what to install: the tree's .deb (`make deb` -> dist/*.deb) when
+one exists that is newer than every source file, else a wheel built from a copy of the
+tree (the shared checkout is never written). `install_ec2net` is the one place that puts
+it into the guest; switching to the .deb changes nothing else.
+`EC2NET_SYSTEST_PACKAGE=wheel|deb` forces a kind (deb fails loudly if none is current).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from systest.agent import Agent
+
+# What the wheel is built from; the .deb counts as current only if newer than all of it.
+TREE_INPUTS = ("pyproject.toml", "README.md", "src")
+DEB_INPUTS = (*TREE_INPUTS, "Makefile", "debian", "packaging")
+
+DRIVERS = ("ena", "ixgbevf", "vif", "virtio_net")
+GUEST_DIR = "/root/systest-install"  # the guest's, not the host's
+
+# Unpack a wheel into the system's site directory and write its console scripts, which
+# is all pip does for a pure-Python wheel (the image has no pip, on purpose).
+_UNPACK = r"""
+import configparser, os, shutil, site, sys, zipfile
+wheel, = sys.argv[1:]
+target = site.getsitepackages()[0]
+with zipfile.ZipFile(wheel) as zf:
+    tops = {n.split("/")[0] for n in zf.namelist()}
+    for top in tops:
+        shutil.rmtree(os.path.join(target, top), ignore_errors=True)
+    zf.extractall(target)
+    info = next(t for t in tops if t.endswith(".dist-info"))
+eps = configparser.ConfigParser()
+eps.read(os.path.join(target, info, "entry_points.txt"))
+for name, ref in eps.items("console_scripts"):
+    module, func = ref.split(":")
+    path = os.path.join("/usr/local/bin", name)
+    with open(path, "w") as fh:
+        fh.write(f"#!/usr/bin/python3\nimport sys\nfrom {module} import {func}\n"
+                 f"sys.exit({func}())\n")
+    os.chmod(path, 0o755)
+print(target)
+"""
+
+
+@dataclass(frozen=True)
+class Package:
+    kind: str  # "wheel" or "deb"
+    path: Path
+
+
+def config_toml(refresh_interval: float) -> str:
+    drivers = ", ".join(f'"{d}"' for d in DRIVERS)
+    # backend stays at its default (auto): the guest's network manager decides.
+    return (
+        "# written by the system tests\n"
+        f"[interfaces]\ndrivers = [{drivers}]\n\n"
+        f"[refresh]\ninterval = {refresh_interval:g}\n"
+    )
+
+
+def _newest_mtime(tree: Path, names: tuple[str, ...]) -> float:
+    newest = 0.0
+    for name in names:
+        top = tree / name
+        paths = [top] if top.is_file() else list(top.rglob("*")) if top.is_dir() else []
+        for p in paths:
+            if p.is_file() and "__pycache__" not in p.parts:
+                newest = max(newest, p.stat().st_mtime)
+    return newest
+
+
+def has_deb_target(tree: Path) -> bool:
+    makefile = tree / "Makefile"
+    if not makefile.is_file():
+        return False
+    return any(line.startswith("deb:") for line in makefile.read_text().splitlines())
+
+
+def current_deb(tree: Path) -> Optional[Path]:
+    """dist/*.deb built after the last change to anything it is built from, or None."""
+    debs = sorted((tree / "dist").glob("ec2*.deb"), key=lambda p: p.stat().st_mtime)
+    if not debs or not has_deb_target(tree):
+        return None
+    newest = debs[-1]
+    return newest if newest.stat().st_mtime >= _newest_mtime(tree, DEB_INPUTS) else None
+
+
+def build_wheel(tree: Path, out_dir: Path) -> Path:
+    """A wheel of the tree, built from a copy so the checkout gets no build/ or egg-info."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="e2q-wheel-") as tmp:
+        src = Path(tmp) / "tree"
+        src.mkdir()
+        for name in TREE_INPUTS:
+            path = tree / name
+            if path.is_dir():
+                shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copyfile(path, src / name)
+        for old in out_dir.glob("*.whl"):
+            old.unlink()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "-q",
+                "--no-deps",
+                "-w",
+                str(out_dir),
+                str(src),
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"pip wheel failed:\n{proc.stdout}\n{proc.stderr}")
+    wheels = list(out_dir.glob("*.whl"))
+    if len(wheels) != 1:
+        raise RuntimeError(f"expected one wheel in {out_dir}, found {wheels}")
+    return wheels[0]
+
+
+def package_for(tree: Path, out_dir: Path) -> Package:
+    want = os.environ.get("EC2NET_SYSTEST_PACKAGE", "").strip().lower()
+    if want not in ("", "wheel", "deb"):
+        raise ValueError(f"EC2NET_SYSTEST_PACKAGE must be wheel or deb, not {want!r}")
+    deb = current_deb(tree) if want != "wheel" else None
+    if deb is not None:
+        return Package("deb", deb)
+    if want == "deb":
+        raise RuntimeError(
+            f"EC2NET_SYSTEST_PACKAGE=deb but no dist/*.deb newer than the tree in {tree}"
+            + ("" if has_deb_target(tree) else " (and the Makefile has no deb target)")
+        )
+    return Package("wheel", build_wheel(tree, out_dir))
+
+
+def install_ec2net(agent: Agent, package: Package, refresh_interval: float = 5.0) -> None:
+    """Install `package` in the guest and enable ec2net's boot and watch units.
+
+    The units are enabled, not started: the caller reboots (or hot-plugs) next, as an
+    image builder or an operator would.
+    """
+    guest_pkg = f"{GUEST_DIR}/{package.path.name}"
+    agent.write_file(guest_pkg, package.path.read_bytes())
+    if package.kind == "deb":
+        agent.run(["dpkg", "-i", guest_pkg], timeout=300, check=True)
+    else:
+        agent.run(["python3", "-c", _UNPACK, guest_pkg], timeout=300, check=True)
+    agent.write_file("/etc/ec2net/ec2net.toml", config_toml(refresh_interval))
+    # Rendered after the config: the udev rule's driver match comes from it (virtio_net).
+    # The package ships units and rule; an operator then overrides only the rule in /etc.
+    if package.kind == "deb":
+        argv, rule_path = ["--udev-override"], "/etc/udev/rules.d/81-ec2net.rules"
+    else:
+        argv, rule_path = [], "/usr/lib/udev/rules.d/81-ec2net.rules"
+    agent.run(["ec2net", "install-system-files", *argv], timeout=300, check=True)
+    rule = agent.read_file(rule_path).decode()
+    if "virtio_net" not in rule:
+        raise RuntimeError(f"the rendered udev rule does not match virtio_net:\n{rule}")
+    agent.run(["systemctl", "daemon-reload"], timeout=300, check=True)
+    agent.run(
+        ["systemctl", "enable", "ec2net-scan.service", "ec2net-watch.service"],
+        timeout=300,
+        check=True,
+    )
+    agent.run(["udevadm", "control", "--reload"], timeout=120, check=True)

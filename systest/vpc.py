@@ -1,0 +1,348 @@
+"""A QEMU guest as the instance in ec2sim's simulated VPC.
+
+The fabric runs in tap mode: every ENI's router port is a tap in the router namespace,
+and QEMU runs in that namespace, so the guest's primary NIC and each hot-plugged ENI NIC
+sit on their subnets behind the source/destination check, get DHCP from the fabric's
+dnsmasq and IMDS at 169.254.169.254 from its simulator (whose request log counts the
+guest's requests). Reachability is proved as in the world tests: real TCP from the
+client (another subnet) and the peer (the primary's subnet) to the guest's echo service.
+
+Order of a hot-plug is EC2's: the ENI is attached in IMDS (and routed) first, then the
+NIC appears (QMP device_add); on unplug the NIC goes (device_del, DEVICE_DELETED), then
+IMDS forgets the ENI.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Optional
+
+from ec2sim.fabric import Fabric
+from ec2sim.netns import cleanup_orphans, proc_start_time
+from ec2sim.world import Eni, Subnet, World
+from systest.agent import Agent
+from systest.guest_files import ECHO_PORT, GUEST_TOOLS_PATH
+from systest.image import Image
+from systest.qemu import HOTPLUG_SLOTS, BootInfo, Vm
+
+LABEL = "systest"
+CONTAINER_NS = "systest-ctr"
+DOCKER_BRIDGE_ADDR = "172.17.0.1/16"
+DOCKER_CTR_ADDR = "172.17.0.2/16"
+
+PRIMARY_MAC = "02:00:0a:00:01:0a"
+OTHER_SUBNET_MAC = "02:00:0a:00:02:14"
+SAME_SUBNET_MAC = "02:00:0a:00:01:1e"
+
+
+def _v4(*addrs: str) -> list[ipaddress.IPv4Address]:
+    return [ipaddress.IPv4Address(a) for a in addrs]
+
+
+def system_world() -> World:
+    """IPv4 VPC for the guest: the primary (10.0.1.10) in subnet-a; an ENI in subnet-b
+    with two secondaries (device 1); an ENI in the primary's subnet with one secondary
+    (device 2). The client lives in subnet-c, the peer in subnet-a. Both extra ENIs are
+    kept aside by the fabric until attached."""
+    subnets = {
+        s: Subnet(s, ipaddress.IPv4Network(f"10.0.{n}.0/24"))
+        for n, s in ((1, "subnet-a"), (2, "subnet-b"), (3, "subnet-c"))
+    }
+    enis = [
+        Eni("eni-0aaaaaaaaaaaaaaa0", PRIMARY_MAC, "subnet-a", 0, ipv4s=_v4("10.0.1.10")),
+        Eni(
+            "eni-0bbbbbbbbbbbbbbb1",
+            OTHER_SUBNET_MAC,
+            "subnet-b",
+            1,
+            ipv4s=_v4("10.0.2.20", "10.0.2.21", "10.0.2.22"),
+        ),
+        Eni(
+            "eni-0ccccccccccccccc2",
+            SAME_SUBNET_MAC,
+            "subnet-a",
+            2,
+            ipv4s=_v4("10.0.1.30", "10.0.1.31"),
+        ),
+    ]
+    return World(
+        vpc_cidr4=[ipaddress.IPv4Network("10.0.0.0/16")],
+        vpc_cidr6=[],
+        subnets=subnets,
+        enis={e.mac: e for e in enis},
+        primary_mac=PRIMARY_MAC,
+    )
+
+
+def addresses(eni: Eni) -> list[str]:
+    return [str(a) for a in (*eni.ipv4s, *eni.ipv6s)]
+
+
+@dataclass
+class Plugged:
+    eni: Eni
+    slot: int
+    dev_id: str
+
+    @property
+    def ifname(self) -> str:
+        return f"ens{self.slot}"
+
+    @property
+    def table(self) -> int:
+        # the AWS tool's numbering, which ec2net keeps
+        return 10000 + 100 * self.eni.network_card + self.eni.device_number
+
+
+@dataclass
+class Reach:
+    """Outcome of waiting until every (source, address) pair echoes."""
+
+    seconds: Optional[float]  # None: not all within the timeout, or a pair failed again
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.seconds is not None
+
+
+class VpcGuest:
+    def __init__(self, image: Image, workdir: Path, world: Optional[World] = None) -> None:
+        self.image = image
+        self.workdir = workdir
+        self.fabric = Fabric(world or system_world(), dhcp=True, taps=True, label=LABEL)
+        self.vm: Optional[Vm] = None
+        self.plugged: dict[str, Plugged] = {}  # by MAC
+        self.boot: Optional[BootInfo] = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, boot_timeout: float = 300.0) -> BootInfo:
+        cleanup_orphans(LABEL)  # worlds (and their QEMU) of crashed earlier runs
+        try:
+            self.fabric.start()
+            primary = self.fabric.world.primary()
+            self.vm = Vm(
+                self.image,
+                self.fabric.router_ns,
+                self.workdir / "vm",
+                self.fabric.tap_of(primary.mac),
+                primary.mac,
+                allow_reboot=True,
+            )
+            self.vm.start()
+            # recorded with the world: a crashed run's QEMU is ended by pid with it
+            assert self.vm.pid is not None
+            self.fabric.state.pids.append((self.vm.pid, proc_start_time(self.vm.pid)))
+            self.fabric.state.save()
+            self.boot = self.vm.wait_booted(boot_timeout)
+            return self.boot
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.vm is not None:
+            self.vm.stop()
+        self.fabric.stop()
+
+    def __enter__(self) -> VpcGuest:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.stop()
+
+    @property
+    def qemu(self) -> Vm:
+        assert self.vm is not None, "not started"
+        return self.vm
+
+    @property
+    def agent(self) -> Agent:
+        return self.qemu.agent
+
+    def reboot(self, timeout: float = 300.0) -> BootInfo:
+        self.boot = self.qemu.reboot(timeout)
+        return self.boot
+
+    # ------------------------------------------------------------ ENIs
+
+    def plug(self, eni: Eni) -> Plugged:
+        """Attach `eni` in the VPC, then hot-plug its NIC into a free PCI slot."""
+        used = {p.slot for p in self.plugged.values()}
+        slot = next(s for s in HOTPLUG_SLOTS if s not in used)
+        self.fabric.attach(eni, f"ens{slot}")
+        try:
+            dev_id = self.qemu.hotplug_nic(self.fabric.tap_of(eni.mac), eni.mac, slot)
+        except BaseException:
+            self.fabric.detach(eni.mac)
+            raise
+        plugged = Plugged(eni, slot, dev_id)
+        self.plugged[eni.mac] = plugged
+        return plugged
+
+    def unplug(self, plugged: Plugged, timeout: float = 60.0) -> float:
+        """Unplug the NIC (waits for the guest's eject), then detach in the VPC.
+        Returns the seconds until QEMU reported DEVICE_DELETED."""
+        took = self.qemu.unplug_nic(plugged.dev_id, timeout)
+        self.fabric.detach(plugged.eni.mac)
+        self.plugged.pop(plugged.eni.mac, None)
+        return took
+
+    def attached_enis(self) -> list[Eni]:
+        with self.fabric.world.lock:
+            return [e for e in self.fabric.world.attached() if e.mac in self.fabric.ports]
+
+    def all_addresses(self) -> list[str]:
+        return [a for e in self.attached_enis() for a in addresses(e)]
+
+    # ------------------------------------------------------------ reachability
+
+    def sources(self) -> dict[str, str]:
+        return {"client": self.fabric.client_ns, "peer": self.fabric.peer_ns}
+
+    def wait_reachable(
+        self,
+        addrs: Sequence[str],
+        timeout: float,
+        sources: Optional[Mapping[str, str]] = None,
+        probe_timeout: float = 0.7,
+        since: Optional[float] = None,
+    ) -> Reach:
+        """Probe every (source, address) pair until each has echoed once, then confirm
+        all of them in one more round. `seconds` counts from `since` (a monotonic time,
+        e.g. just before the QMP device_add; default: now) to the last first success."""
+        srcs = dict(sources or self.sources())
+        start = time.monotonic() if since is None else since
+        deadline = time.monotonic() + timeout
+        first: dict[tuple[str, str], float] = {}
+
+        def chase(name: str, ns: str, addr: str) -> None:
+            while time.monotonic() < deadline:
+                t = time.monotonic()
+                if self.fabric.probe(ns, addr, timeout=probe_timeout):
+                    first[(name, addr)] = time.monotonic()
+                    return
+                time.sleep(max(0.0, 0.1 - (time.monotonic() - t)))
+
+        pairs = [(n, ns, a) for n, ns in srcs.items() for a in addrs]
+        threads = [threading.Thread(target=chase, args=p, daemon=True) for p in pairs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        missing = [f"{a} from {n}" for n, _, a in pairs if (n, a) not in first]
+        if missing:
+            return Reach(None, missing)
+        again = self.unreachable(addrs, srcs, probe_timeout=3.0)
+        if again:
+            return Reach(None, [f"{m} (answered once, then not)" for m in again])
+        return Reach(max(first.values(), default=start) - start)
+
+    def unreachable(
+        self,
+        addrs: Sequence[str],
+        sources: Optional[Mapping[str, str]] = None,
+        probe_timeout: float = 2.0,
+    ) -> list[str]:
+        """One parallel round: the pairs that do not echo now."""
+        srcs = dict(sources or self.sources())
+        pairs = [(n, ns, a) for n, ns in srcs.items() for a in addrs]
+        ok: dict[int, bool] = {}
+
+        def one(i: int, ns: str, addr: str) -> None:
+            ok[i] = self.fabric.probe(ns, addr, timeout=probe_timeout)
+
+        threads = [
+            threading.Thread(target=one, args=(i, ns, a), daemon=True)
+            for i, (_, ns, a) in enumerate(pairs)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return [f"{a} from {n}" for i, (n, _, a) in enumerate(pairs) if not ok.get(i)]
+
+    # ------------------------------------------------------------ inside the guest
+
+    def tools(self, *args: str, timeout: float = 120.0) -> str:
+        argv = ["python3", GUEST_TOOLS_PATH, *args]
+        return self.agent.run(argv, timeout=timeout, check=True).stdout
+
+    def guest_probe(self, addrs: Sequence[str], netns: Optional[str] = None) -> dict[str, bool]:
+        """TCP echo probes from inside the guest (from its namespace `netns` if given)."""
+        argv = ["python3", GUEST_TOOLS_PATH, "probe", str(ECHO_PORT), "2", *addrs]
+        if netns is not None:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        out = self.agent.run(argv, timeout=120, check=True).stdout
+        result: dict[str, bool] = json.loads(out)
+        return result
+
+    def docker_bridge(self) -> str:
+        """What Docker sets up: docker0 172.17.0.1/16, forwarding, and a "container"
+        namespace behind a veth with 172.17.0.2 and its default route via the bridge."""
+        self.agent.run(
+            ["ip", "-batch", "-"],
+            input="\n".join(
+                [
+                    "link add docker0 type bridge",
+                    f"addr add {DOCKER_BRIDGE_ADDR} dev docker0",
+                    "link set docker0 up",
+                    f"netns add {CONTAINER_NS}",
+                    f"link add vethctr type veth peer name eth0 netns {CONTAINER_NS}",
+                    "link set vethctr master docker0",
+                    "link set vethctr up",
+                ]
+            )
+            + "\n",
+            check=True,
+        )
+        gw = DOCKER_BRIDGE_ADDR.split("/", maxsplit=1)[0]
+        self.agent.run(
+            ["ip", "-n", CONTAINER_NS, "-batch", "-"],
+            input=f"link set lo up\nlink set eth0 up\naddr add {DOCKER_CTR_ADDR} dev eth0\n"
+            f"route add default via {gw}\n",
+            check=True,
+        )
+        self.agent.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], check=True)
+        return CONTAINER_NS
+
+    def leftovers(self, plugged: Plugged) -> list[str]:
+        args = ["leftovers", "--ifname", plugged.ifname, "--mac", plugged.eni.mac]
+        args += ["--eni-id", plugged.eni.eni_id, "--table", str(plugged.table)]
+        for addr in addresses(plugged.eni):
+            args += ["--addr", addr]
+        found: list[str] = json.loads(self.tools(*args))
+        return found
+
+    def wait_clean(self, plugged: Plugged, timeout: float) -> tuple[Optional[float], list[str]]:
+        """Poll `leftovers` until none (returns the seconds) or the timeout."""
+        start = time.monotonic()
+        while True:
+            found = self.leftovers(plugged)
+            if not found:
+                return time.monotonic() - start, []
+            if time.monotonic() - start > timeout:
+                return None, found
+            time.sleep(1.0)
+
+    def imds_requests(self) -> int:
+        return self.fabric.imds_requests()
+
+    def journal(self, *units: str, lines: int = 80) -> str:
+        argv = ["journalctl", "--no-pager", "-o", "short-monotonic", "-n", str(lines)]
+        for unit in units:
+            argv += ["-u", unit]
+        return self.agent.run(argv, timeout=60).stdout

@@ -1,0 +1,130 @@
+"""ec2net on a real OS: a Debian guest under QEMU whose NICs sit in ec2sim's simulated
+VPC (taps on the fabric's subnets, IMDS from its simulator, every packet through the
+source/destination check), for both network managers the project renders for.
+
+One boot per variant is shared by the module (pytest groups the tests by variant), in
+order: install + reboot with two ENIs present, hot-plug/unplug, a secondary IP appearing
+in IMDS, a Docker-style bridge, and a second reboot. Reachability is real TCP from the
+client (another subnet) and the peer (the primary's subnet). Timings are printed
+(`-s`), never asserted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Optional
+
+import pytest
+
+from systest import harness, install, scenarios
+from systest.image import ensure_image
+from systest.vpc import OTHER_SUBNET_MAC, VpcGuest
+
+pytestmark = pytest.mark.system
+
+REFRESH_INTERVAL = 5.0  # the guest's refresh.interval: secondary IPs within seconds
+REACH_TIMEOUT = 120.0  # generous: TCG on two shared cores
+UNITS = ("ec2net*",)
+
+
+def _ms(seconds: Optional[float]) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+@pytest.fixture(scope="module", params=["networkd", "nm"])
+def guest(
+    request: pytest.FixtureRequest, qemu_available: None, ec2net_package: install.Package
+) -> Iterator[VpcGuest]:
+    variant = str(request.param)
+    image = ensure_image(variant)
+    workdir = harness.short_workdir()
+    g = VpcGuest(image, workdir)
+    try:
+        boot = g.start()
+        print(f"\n[{variant}] first boot ({g.qemu.accel}): {boot.state} {boot.running_s:.1f} s")
+        yield g
+    finally:
+        keep = os.environ.get("EC2NET_SYSTEST_KEEP") == "1"
+        if keep and g.vm is not None:
+            print("\n" + g.vm.diagnostics())
+        g.stop()
+        if keep:
+            print(f"kept system-test workdir {workdir}")
+        else:
+            harness.remove_workdir(workdir)
+
+
+@pytest.fixture(scope="module")
+def booted_with_enis(guest: VpcGuest, ec2net_package: install.Package) -> scenarios.BootWithEnis:
+    def installer(g: VpcGuest) -> None:
+        install.install_ec2net(g.agent, ec2net_package, refresh_interval=REFRESH_INTERVAL)
+
+    return scenarios.boot_with_enis(guest, installer, REACH_TIMEOUT)
+
+
+def _variant(g: VpcGuest) -> str:
+    return g.image.variant
+
+
+def test_boot_with_two_extra_enis(
+    guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis
+) -> None:
+    r = booted_with_enis
+    print(
+        f"\n[{_variant(guest)}] install {r.install_s:.1f} s; reboot: systemd {r.boot.state} "
+        f"{r.boot.running_s:.1f} s, every address reachable {_ms(r.reach.seconds)} after reboot"
+    )
+    assert r.reach.ok, f"unreachable: {r.reach.missing}\n" + scenarios.guest_state(guest, UNITS)
+    assert r.boot.state == "running", scenarios.failed_units_log(guest, r.boot.failed_units)
+
+
+def test_hotplug_and_unplug(guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis) -> None:
+    problems = []
+    for subnet, n_ipv4 in (("subnet-b", 3), ("subnet-a", 2)):
+        r, _ = scenarios.hotplug(guest, subnet, n_ipv4, REACH_TIMEOUT)
+        print(
+            f"\n[{_variant(guest)}] hot-plug into {subnet} ({len(r.addrs)} addresses): "
+            f"all reachable {_ms(r.reach.seconds)} after device_add, "
+            f"{r.imds_requests} IMDS requests; unplug {_ms(r.unplug_s)}, "
+            f"clean {_ms(r.clean_s)} after DEVICE_DELETED"
+        )
+        # every round runs (and is measured) before anything is asserted
+        if not r.reach.ok:
+            problems.append(f"{subnet}: unreachable {r.reach.missing}")
+        if r.others_missing:
+            problems.append(f"{subnet}: broke {r.others_missing}")
+        if r.leftovers:
+            problems.append(f"{subnet}: left behind after unplug {r.leftovers}")
+    assert problems == [], "\n".join([*problems, scenarios.guest_state(guest, UNITS)])
+    # and the ENIs that stay are still fine
+    assert guest.unreachable(guest.all_addresses()) == []
+
+
+def test_secondary_ip_from_imds(guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis) -> None:
+    r = scenarios.secondary_ip(guest, OTHER_SUBNET_MAC, 3 * REFRESH_INTERVAL + 30)
+    print(
+        f"\n[{_variant(guest)}] secondary {r.addr} assigned in IMDS: reachable "
+        f"{_ms(r.reach.seconds)} later (refresh.interval {REFRESH_INTERVAL:g} s)"
+    )
+    assert r.reach.ok, f"unreachable: {r.reach.missing}\n" + scenarios.guest_state(guest, UNITS)
+
+
+def test_docker_bridge_reaches_every_host_address(
+    guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis
+) -> None:
+    r = scenarios.docker_bridge(guest)
+    print(f"\n[{_variant(guest)}] container -> {len(r.probes)} host addresses")
+    assert r.unreachable == [], scenarios.guest_state(guest, UNITS)
+    assert guest.unreachable(guest.all_addresses()) == []
+
+
+def test_reboot_keeps_everything_reachable(
+    guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis
+) -> None:
+    r = scenarios.reboot(guest, REACH_TIMEOUT)
+    print(
+        f"\n[{_variant(guest)}] reboot: systemd {r.boot.state} {r.boot.running_s:.1f} s, "
+        f"every address reachable {_ms(r.reach.seconds)} after the reboot request"
+    )
+    assert r.reach.ok, f"unreachable: {r.reach.missing}\n" + scenarios.guest_state(guest, UNITS)
