@@ -1,10 +1,9 @@
 """Install ec2net into a running guest the way a user would, from the current tree.
 
-`package_for(tree)` picks what to install: the tree's .deb (`make deb` -> dist/*.deb) when
-one exists that is newer than every source file, else a wheel built from a copy of the
-tree (the shared checkout is never written). `install_ec2net` is the one place that puts
-it into the guest; switching to the .deb changes nothing else.
-`EC2NET_SYSTEST_PACKAGE=wheel|deb` forces a kind (deb fails loudly if none is current).
+`package_for(tree)` builds what to install from the current tree: the .deb (`make deb`,
+into a temporary directory) by default, or a wheel with EC2NET_SYSTEST_PACKAGE=wheel.
+Neither writes into the checkout. `install_ec2net` is the one place that puts it into
+the guest.
 """
 
 from __future__ import annotations
@@ -20,9 +19,8 @@ from typing import Optional
 
 from systest.agent import Agent
 
-# What the wheel is built from; the .deb counts as current only if newer than all of it.
+# What the wheel is built from.
 TREE_INPUTS = ("pyproject.toml", "README.md", "src")
-DEB_INPUTS = (*TREE_INPUTS, "Makefile", "debian", "packaging")
 
 DRIVERS = ("ena", "ixgbevf", "vif", "virtio_net")
 GUEST_DIR = "/root/systest-install"  # the guest's, not the host's
@@ -68,31 +66,21 @@ def config_toml(refresh_interval: float) -> str:
     )
 
 
-def _newest_mtime(tree: Path, names: tuple[str, ...]) -> float:
-    newest = 0.0
-    for name in names:
-        top = tree / name
-        paths = [top] if top.is_file() else list(top.rglob("*")) if top.is_dir() else []
-        for p in paths:
-            if p.is_file() and "__pycache__" not in p.parts:
-                newest = max(newest, p.stat().st_mtime)
-    return newest
-
-
-def has_deb_target(tree: Path) -> bool:
-    makefile = tree / "Makefile"
-    if not makefile.is_file():
-        return False
-    return any(line.startswith("deb:") for line in makefile.read_text().splitlines())
-
-
-def current_deb(tree: Path) -> Optional[Path]:
-    """dist/*.deb built after the last change to anything it is built from, or None."""
-    debs = sorted((tree / "dist").glob("ec2*.deb"), key=lambda p: p.stat().st_mtime)
-    if not debs or not has_deb_target(tree):
-        return None
-    newest = debs[-1]
-    return newest if newest.stat().st_mtime >= _newest_mtime(tree, DEB_INPUTS) else None
+def build_deb(tree: Path, out_dir: Path) -> Path:
+    """The .deb of the tree, as `make deb` builds it (from a copy, into `out_dir`)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["make", "-C", str(tree), "deb", f"DIST={out_dir}"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"make deb failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    debs = list(out_dir.glob("ec2-net-utils_*_all.deb"))
+    if len(debs) != 1:
+        raise RuntimeError(f"expected one .deb in {out_dir}, found {debs}")
+    return debs[0]
 
 
 def build_wheel(tree: Path, out_dir: Path) -> Path:
@@ -134,18 +122,14 @@ def build_wheel(tree: Path, out_dir: Path) -> Path:
 
 
 def package_for(tree: Path, out_dir: Path) -> Package:
-    want = os.environ.get("EC2NET_SYSTEST_PACKAGE", "").strip().lower()
-    if want not in ("", "wheel", "deb"):
+    """The .deb built from the tree (what an operator installs); a wheel with
+    EC2NET_SYSTEST_PACKAGE=wheel (the pip path: wheel plus install-system-files)."""
+    want = os.environ.get("EC2NET_SYSTEST_PACKAGE", "deb").strip().lower() or "deb"
+    if want == "wheel":
+        return Package("wheel", build_wheel(tree, out_dir))
+    if want != "deb":
         raise ValueError(f"EC2NET_SYSTEST_PACKAGE must be wheel or deb, not {want!r}")
-    deb = current_deb(tree) if want != "wheel" else None
-    if deb is not None:
-        return Package("deb", deb)
-    if want == "deb":
-        raise RuntimeError(
-            f"EC2NET_SYSTEST_PACKAGE=deb but no dist/*.deb newer than the tree in {tree}"
-            + ("" if has_deb_target(tree) else " (and the Makefile has no deb target)")
-        )
-    return Package("wheel", build_wheel(tree, out_dir))
+    return Package("deb", build_deb(tree, out_dir))
 
 
 def install_ec2net(agent: Agent, package: Package, refresh_interval: float = 5.0) -> None:

@@ -88,7 +88,7 @@ REPO = Path(__file__).resolve().parents[2]
 def ec2net_package(
     qemu_available: None, tmp_path_factory: pytest.TempPathFactory
 ) -> install.Package:
-    """What the guests get: the tree's current .deb if there is one, else a wheel of it."""
+    """What the guests get: the .deb built from the tree (a wheel on request)."""
     pkg = install.package_for(REPO, tmp_path_factory.mktemp("ec2net-package"))
     print(f"\ninstalling ec2net into guests from {pkg.kind} {pkg.path.name}")
     return pkg

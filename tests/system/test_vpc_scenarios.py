@@ -12,6 +12,7 @@ client (another subnet) and the peer (the primary's subnet). Timings are printed
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Optional
 
@@ -82,7 +83,17 @@ def test_boot_with_two_extra_enis(
 def test_hotplug_and_unplug(guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis) -> None:
     problems = []
     for subnet, n_ipv4 in (("subnet-b", 3), ("subnet-a", 2)):
-        r, _ = scenarios.hotplug(guest, subnet, n_ipv4, REACH_TIMEOUT)
+        r, plugged = scenarios.hotplug(guest, subnet, n_ipv4, REACH_TIMEOUT, unplug=False)
+        # The udev rule's part: the ENI's own unit runs (the daemon alone would also
+        # configure the ENI, which is why reachability does not prove the rule).
+        unit = f"ec2net@{plugged.ifname}.service"
+        state = _unit_state(guest, unit, "active")
+        if state != "active":
+            problems.append(f"{unit} is {state} after hot-plug (udev rule)")
+        scenarios.unplug_and_check(guest, plugged, r)
+        state = _unit_state(guest, unit, "inactive")
+        if state != "inactive":
+            problems.append(f"{unit} is {state} after unplug (BindsTo=)")
         print(
             f"\n[{_variant(guest)}] hot-plug into {subnet} ({len(r.addrs)} addresses): "
             f"all reachable {_ms(r.reach.seconds)} after device_add, "
@@ -99,6 +110,16 @@ def test_hotplug_and_unplug(guest: VpcGuest, booted_with_enis: scenarios.BootWit
     assert problems == [], "\n".join([*problems, scenarios.guest_state(guest, UNITS)])
     # and the ENIs that stay are still fine
     assert guest.unreachable(guest.all_addresses()) == []
+
+
+def _unit_state(guest: VpcGuest, unit: str, want: str, timeout: float = 30.0) -> str:
+    """The unit's ActiveState once it is `want`, or the last seen at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = guest.agent.run(["systemctl", "is-active", unit], timeout=30).stdout.strip()
+        if state == want or time.monotonic() > deadline:
+            return state
+        time.sleep(0.5)
 
 
 def test_secondary_ip_from_imds(guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis) -> None:

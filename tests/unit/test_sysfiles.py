@@ -23,11 +23,12 @@ from ec2net.sysfiles import (
 )
 
 
-def test_udev_rule_starts_unit_on_add_only() -> None:
+def test_udev_rule_asks_systemd_for_the_unit() -> None:
     rule = render(("ena", "virtio_net"), "/usr/bin")[f"{UDEV_DIR}/{RULES}"]
     active = [ln for ln in rule.splitlines() if ln and not ln.startswith("#")]
     assert len(active) == 1
-    assert 'ACTION=="add"' in active[0]
+    # move: after a rename systemd sees the device only then (the system tier proves it)
+    assert 'ACTION=="add|move"' in active[0]
     assert 'ENV{ID_NET_DRIVER}=="ena|virtio_net"' in active[0]
     assert 'ENV{SYSTEMD_WANTS}+="ec2net@$name.service"' in active[0]
     assert "RUN" not in active[0]  # no work in udev's own process
