@@ -371,11 +371,16 @@ class Engine:
         the plan (NetworkManager's own prefix routes in the table) is its business."""
         timeout = self.backend.settle_timeout
         deadline = time.monotonic() + timeout
+        wanted = {t.link.index for t in targets if t.plan is not None and t.link is not None}
         while True:
             remaining = changeset(self._delta(targets)[0])
             if timeout:
                 remaining = ChangeSet(tuple(c for c in remaining.changes if c.op is Op.ADD))
             if not remaining or time.monotonic() >= deadline:
+                return remaining
+            if timeout and not wanted <= {ln.index for ln in self.backend.links()}:
+                # A device went away meanwhile (unplugged): what it lacks never comes,
+                # and waiting would hold the global lock its removal needs.
                 return remaining
             time.sleep(0.05)
 
