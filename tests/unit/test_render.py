@@ -77,7 +77,7 @@ def test_paths() -> None:
         ifcfg_dir / f"{kind}-ens6" for kind in ("ifcfg", "route", "route6", "rule", "rule6")
     }
     assert set(render_all("networkd", "same_subnet_as_primary")) == {
-        PurePosixPath(f"/run/systemd/network/10-ec2net-{n}.network") for n in ("ens6", "ens7")
+        PurePosixPath(f"/run/systemd/network/00-ec2net-{n}.network") for n in ("ens6", "ens7")
     }
     assert set(render_all("nm", "ipv6")) == {
         PurePosixPath("/run/NetworkManager/system-connections/ec2net-ens6.nmconnection")

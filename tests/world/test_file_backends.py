@@ -120,7 +120,7 @@ def test_orphan_files_of_ours_are_removed(ifcfg: Instance) -> None:
     ("backend", "path", "mode"),
     [
         ("ifcfg", "etc/sysconfig/network-scripts/ifcfg-eth1", 0o644),
-        ("networkd", "run/systemd/network/10-ec2net-eth1.network", 0o644),
+        ("networkd", "run/systemd/network/00-ec2net-eth1.network", 0o644),
         ("nm", "run/NetworkManager/system-connections/ec2net-eth1.nmconnection", 0o600),
     ],
 )

@@ -133,7 +133,7 @@ class NetworkdActivator:
             raise ApplyFailed(
                 f"{ifname}: systemd-networkd applies {applied}, which sorts before and "
                 f"matches this link, instead of {ours.name}: exclude the ENI there "
-                "(e.g. a [Match] that skips its MAC) or rename it after 10-"
+                "(e.g. a [Match] that skips its MAC) or exclude the ENI from ec2net"
             )
         log.warning("%s: networkd has not reported a .network file yet", ifname)
 

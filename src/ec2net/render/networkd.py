@@ -1,9 +1,11 @@
 """systemd-networkd (syntax of systemd 252, Debian 12): one .network file per ENI.
 
-`/run/systemd/network/10-ec2net-IF.network`: runtime only (a reboot starts from what
-ec2net renders again), and `10-` so that it sorts before other generators' files (the
-first matching file wins; amazon-ec2-net-utils writes 70-*). It matches the ENI by MAC,
-not by name, so a renamed or re-attached interface can never pick up a stale file.
+`/run/systemd/network/00-ec2net-IF.network`: runtime only (a reboot starts from what
+ec2net renders again), and `00-` so that it sorts before other generators' files (the
+first matching file wins: netplan writes 10-netplan-*, cloud-init 50-cloud-init,
+amazon-ec2-net-utils 70-* and 80-ec2). A person who wants their own file for an ENI
+excludes the ENI in ec2net's configuration. It matches the ENI by MAC, not by name, so
+a renamed or re-attached interface can never pick up a stale file.
 
 Choices:
 - DHCP=no, IPv6AcceptRA=no: every address and route comes from IMDS via the plan.
@@ -78,7 +80,7 @@ def render(inp: RenderInput) -> Files:
     body = "\n".join(
         f"[{name}]\n" + "".join(f"{k}={v}\n" for k, v in items) for name, items in sections
     )
-    return {DIR / f"10-ec2net-{inp.plan.ifname}.network": header(inp) + "\n" + body}
+    return {DIR / f"00-ec2net-{inp.plan.ifname}.network": header(inp) + "\n" + body}
 
 
 def _route(route: RouteSpec) -> list[tuple[str, str]]:
