@@ -11,6 +11,7 @@ client (another subnet) and the peer (the primary's subnet). Timings are printed
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -78,6 +79,10 @@ def test_boot_with_two_extra_enis(
     )
     assert r.reach.ok, f"unreachable: {r.reach.missing}\n" + scenarios.guest_state(guest, UNITS)
     assert r.boot.state == "running", scenarios.failed_units_log(guest, r.boot.failed_units)
+    # `backend.name = auto` chose the guest's network manager, which applied our files.
+    status = json.loads(guest.agent.run(["ec2net", "status", "--json"], timeout=60).stdout)
+    assert len(status) == 2 and {row["backend"] for row in status} == {_variant(guest)}, status
+    assert all(row["state"] == "ok" for row in status), status
 
 
 def test_hotplug_and_unplug(guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis) -> None:
