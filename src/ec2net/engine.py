@@ -160,9 +160,11 @@ class Engine:
         wants: list[Want] = []
 
         def read(rec: Record) -> Optional[Want]:
-            known = rec.eni()
-            if rec.mac not in links or known is None:
+            if rec.mac not in links:
                 return Want(rec.mac, None, rec)
+            known = rec.eni()
+            if known is None:  # a salvaged record: everything is read again
+                return Want(rec.mac, self._wait(rec.mac), rec, requires_record=True)
             return Want(rec.mac, fetch_dynamic(self.imds, known), rec, requires_record=True)
 
         for rec, got in _parallel(read, records):

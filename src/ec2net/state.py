@@ -121,6 +121,10 @@ def _salvage(mac: str, data: object) -> Record:
     for name in ("ifindex", "table"):
         if isinstance(data.get(name), int) and not isinstance(data.get(name), bool):
             setattr(rec, name, data[name])
+    if isinstance(data.get("metadata"), dict):
+        rec.metadata = data["metadata"]
+        if rec.eni() is None:
+            rec.metadata = {}
     owned = data.get("owned_ips")
     if isinstance(owned, list):
         for item in owned:
