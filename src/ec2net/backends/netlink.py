@@ -346,7 +346,12 @@ class NetlinkBackend:
         report = ApplyReport()
         if not changes:
             return report
-        indices = {row.name: row.index for row in self._link_dump()}
+        # The converge's snapshot resolved each target's link: no dump needed, and the
+        # index stays right even if the link is renamed meanwhile.
+        indices = {t.ifname: t.link.index for t in targets if t.link is not None}
+        names = {c.obj.ifname for c in changes.changes if not isinstance(c.obj, RuleSpec)}
+        if not names <= indices.keys():  # e.g. leftovers of a table no target holds
+            indices = {row.name: row.index for row in self._link_dump()} | indices
         requests: list[nb.Request] = []
         verdicts: dict[int, nb.Verdict] = {}  # position in changes -> answer known now
         # Managed: a network manager added our objects with its own protocol.
