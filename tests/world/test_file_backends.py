@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from ec2net.backends import by_name
 from ec2net.backends.activators import Activation
 from ec2net.backends.base import ApplyReport
 from ec2net.backends.files import FileBackend
-from ec2net.backends.flavours import FLAVOURS
 from ec2net.backends.netlink import NetlinkBackend
 from ec2net.config import load
 from ec2net.engine import Engine
@@ -185,13 +185,13 @@ def test_managed_objects_without_our_protocol_are_removed(
                 "protocol", "static")  # fmt: skip
     before = instance.ip("rule", "show")
     settings = replace(load(instance.env()), settle_timeout=5.0)
-    flavour = replace(FLAVOURS["networkd"], name="fake-networkd")
+    descriptor = replace(by_name("networkd"), name="fake-networkd")
 
     def run(verb: str) -> None:
         def body() -> None:
             kernel = NetlinkBackend(managed=True)
             backend = FileBackend(
-                flavour, ForeignProtocolManager(instance), kernel, root=str(tmp_path / "r")
+                descriptor, ForeignProtocolManager(instance), kernel, root=str(tmp_path / "r")
             )
             store = Store(instance.runtime)
             store.ensure()

@@ -25,6 +25,7 @@ from typing import Optional
 
 from ec2net.backends.activators import Activation, Activator
 from ec2net.backends.base import ApplyReport, Intent
+from ec2net.backends.descriptor import Descriptor
 from ec2net.backends.netlink import NetlinkBackend
 from ec2net.errors import ApplyFailed
 from ec2net.model import (
@@ -45,20 +46,6 @@ log = logging.getLogger(__name__)
 _MAC_IN_HEADER = re.compile(r"\(([0-9a-f]{2}(?::[0-9a-f]{2}){5})\)")
 
 
-@dataclass(frozen=True)
-class Flavour:
-    """What distinguishes one file backend from another."""
-
-    name: str
-    renderer: Renderer
-    dirs: tuple[str, ...]  # absolute directories our files live in
-    mode: int = 0o644
-    # Path of the user's file for an interface whose presence (without EC2SYNC=yes)
-    # means "hands off", e.g. ifcfg-<if>.
-    user_file: Optional[str] = None
-    primary_ok: bool = False
-
-
 @dataclass
 class _Work:
     write: dict[Path, str] = field(default_factory=dict)
@@ -70,7 +57,7 @@ class FileBackend:
 
     def __init__(
         self,
-        flavour: Flavour,
+        descriptor: Descriptor,
         activator: Activator,
         kernel: NetlinkBackend,
         *,
@@ -78,14 +65,18 @@ class FileBackend:
         dhcp: bool = False,
         settle_timeout: float = 20.0,
     ) -> None:
-        self.name = flavour.name
-        self.flavour = flavour
+        if descriptor.renderer is None:
+            raise ValueError(f"{descriptor.name} renders no files")
+        self.name = descriptor.name
+        self.descriptor = descriptor
+        self.renderer: Renderer = descriptor.renderer
         self.activator = activator
         self.kernel = kernel
         self.root = Path(root)
         self.dhcp = dhcp
         self.settle_timeout = settle_timeout
-        self.primary_ok = flavour.primary_ok
+        self.primary_ok = descriptor.primary_ok
+        self.adds_own_objects = descriptor.adds_own_objects
 
     # --- reading: the kernel, through netlink -------------------------------------
     def links(self) -> list[Link]:
@@ -114,9 +105,9 @@ class FileBackend:
         return self.root / path.relative_to("/")
 
     def blocked(self, ifname: str) -> Optional[str]:
-        if self.flavour.user_file is None:
+        if self.descriptor.user_file is None:
             return None
-        path = self._host(PurePosixPath(self.flavour.user_file.format(ifname=ifname)))
+        path = self._host(PurePosixPath(self.descriptor.user_file.format(ifname=ifname)))
         try:
             text = path.read_text()
         except OSError:
@@ -131,12 +122,12 @@ class FileBackend:
     def render(self, intent: Intent) -> Files:
         if intent.plan is None or intent.link is None or intent.eni is None:
             return {}
-        return self.flavour.renderer(RenderInput(intent.plan, intent.link, intent.eni, self.dhcp))
+        return self.renderer(RenderInput(intent.plan, intent.link, intent.eni, self.dhcp))
 
     def ours(self) -> dict[Path, str]:
         """Our files on disk -> the MAC in their header."""
         out: dict[Path, str] = {}
-        for directory in self.flavour.dirs:
+        for directory in self.descriptor.dirs:
             with contextlib.suppress(OSError):
                 for path in sorted(self._host(PurePosixPath(directory)).iterdir()):
                     mac = _owner(path)
@@ -180,7 +171,7 @@ class FileBackend:
 
     def _commit(self, work: _Work) -> None:
         for path, content in sorted(work.write.items()):
-            write_if_changed(path, content, self.flavour.mode)
+            write_if_changed(path, content, self.descriptor.mode)
             log.debug("wrote %s", path)
         for path in work.remove:
             try:
