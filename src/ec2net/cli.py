@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ec2net import __version__, backends
+from ec2net import __version__, backends, sysfiles
 from ec2net import config as config_mod
 from ec2net.errors import EXIT_OK, Ec2NetError, exit_code
 
@@ -102,7 +102,7 @@ def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
     s.add_argument("--bindir", help="directory of the ec2net command (default: found on PATH)")
     s.add_argument(
         "--init",
-        choices=("auto", "systemd", "upstart"),
+        choices=sysfiles.INIT_CHOICES,
         help="whose files: systemd (udev rule and units) or upstart (jobs in /etc/init); "
         "auto: systemd if /run/systemd/system exists, else upstart if /sbin/initctl and "
         "/etc/init exist, else systemd. Default: auto, or systemd when --root is given",
@@ -238,7 +238,7 @@ def _cmd_install_system_files(ctx: _Context, args: argparse.Namespace) -> int:
         return EXIT_OK
     # A build root (packaging) gets the systemd files unless told otherwise: the build
     # host's init says nothing about the target's.
-    init = args.init or ("systemd" if args.root else "auto")
+    init = args.init or (sysfiles.SYSTEMD if args.root else sysfiles.AUTO)
     for path in install(Path(args.root or "/"), ctx.settings.drivers, args.bindir, init):
         print(path)
     return EXIT_OK
