@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ec2net.backends import by_name
-from ec2net.backends.activators import Activation
+from ec2net.backends.activators import Activation, Kernel
 from ec2net.backends.base import ApplyReport
 from ec2net.backends.files import FileBackend
 from ec2net.backends.netlink import NetlinkBackend
@@ -153,7 +153,7 @@ class ForeignProtocolManager:
         return None
 
     def activate(
-        self, activations: Sequence[Activation], changes: ChangeSet, kernel: NetlinkBackend
+        self, activations: Sequence[Activation], changes: ChangeSet, kernel: Kernel
     ) -> ApplyReport:
         for change in changes.changes:
             if change.op is not Op.ADD:

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
@@ -38,18 +37,12 @@ from ec2net.model import (
     RuleSpec,
     rule_of_table,
 )
-from ec2net.render import MARK, Files, Renderer, RenderInput, is_ours
+from ec2net.render import Files, Renderer, RenderInput, is_ours
 from ec2net.state import write_if_changed
 
 log = logging.getLogger(__name__)
 
 _MAC_IN_HEADER = re.compile(r"\(([0-9a-f]{2}(?::[0-9a-f]{2}){5})\)")
-
-
-@dataclass
-class _Work:
-    write: dict[Path, str] = field(default_factory=dict)
-    remove: list[Path] = field(default_factory=list)
 
 
 class FileBackend:
@@ -145,20 +138,20 @@ class FileBackend:
         taken = {p for files in rendered for p in files}
         for intent, wanted in zip(intents, rendered):
             stale = [p for p, mac in on_disk.items() if mac == intent.mac and p not in taken]
-            work = _Work({p: c for p, c in wanted.items() if _read(p) != c}, stale)
-            if work.write or work.remove:
-                self.activator.release(work.remove)
-                self._commit(work)
-                activations.append(
-                    Activation(intent.ifname, tuple(sorted(work.write)), tuple(work.remove))
-                )
+            if stale:
+                self.activator.release(stale)
+            written = self._write(intent.ifname, wanted)
+            self._remove(intent.ifname, stale)
+            if written or stale:
+                activations.append(Activation(intent.ifname, written, tuple(stale)))
         # Orphans: ours, for a MAC that is neither here nor being handled (a crash
         # between writing and recording). Nothing can match them, but tidy up.
         handled = {i.mac for i in intents}
         orphans = [p for p, m in on_disk.items() if m not in present and m not in handled]
         if orphans:
             self.activator.release(orphans)
-            self._commit(_Work(remove=orphans))
+            for path in orphans:
+                self._remove(on_disk[path], [path])  # named by MAC: no interface has it
             activations.append(Activation("", (), tuple(orphans)))
         report = self.activator.activate(activations, changes, self.kernel)
         if self.kernel.managed:
@@ -169,18 +162,24 @@ class FileBackend:
                 report.failed += done.failed
         return report
 
-    def _commit(self, work: _Work) -> None:
-        for path, content in sorted(work.write.items()):
-            write_if_changed(path, content, self.descriptor.mode)
-            log.debug("wrote %s", path)
-        for path in work.remove:
+    def _write(self, ifname: str, wanted: dict[Path, str]) -> tuple[Path, ...]:
+        """Write every wanted file; the paths whose content changed."""
+        written = []
+        for path, content in sorted(wanted.items()):
+            if write_if_changed(path, content, self.descriptor.mode):
+                log.debug("%s: wrote %s", ifname, path)
+                written.append(path)
+        return tuple(written)
+
+    def _remove(self, ifname: str, paths: Sequence[Path]) -> None:
+        for path in paths:
             try:
                 path.unlink()
             except FileNotFoundError:
                 pass
             except OSError as exc:
                 raise ApplyFailed(f"cannot remove {path}: {exc}") from exc
-            log.debug("removed %s", path)
+            log.debug("%s: removed %s", ifname, path)
 
 
 def _leftovers(changes: ChangeSet, intents: Sequence[Intent]) -> Iterator[Change]:
@@ -205,13 +204,6 @@ def _leftovers(changes: ChangeSet, intents: Sequence[Intent]) -> Iterator[Change
                 break
 
 
-def _read(path: Path) -> Optional[str]:
-    try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
 def _owner(path: Path) -> Optional[str]:
     """The MAC in our header line, or None for files that are not ours."""
     try:
@@ -219,7 +211,7 @@ def _owner(path: Path) -> Optional[str]:
             first = f.readline(512)
     except (OSError, UnicodeDecodeError):
         return None
-    if MARK.lstrip("# ") not in first or not is_ours(first):
+    if not is_ours(first):
         return None
     found = _MAC_IN_HEADER.search(first)
     return found.group(1) if found else None
