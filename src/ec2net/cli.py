@@ -212,12 +212,19 @@ def _cmd_watch(ctx: _Context, args: argparse.Namespace) -> int:
 
 
 def _cmd_render(ctx: _Context, args: argparse.Namespace) -> int:
+    from ec2net.render import Files, RenderInput  # noqa: PLC0415
     from ec2net.state import write_if_changed  # noqa: PLC0415
 
     desc = backends.by_name(args.backend)
-    assert desc.renderer is not None  # choices are the file backends
+    render = desc.renderer
+    assert render is not None  # choices are the file backends
+
+    def checked(inp: RenderInput) -> Files:
+        desc.check_name(inp.plan.ifname)  # what that backend would refuse
+        return render(inp)
+
     # Reads only: the kernel over netlink, IMDS; writes nothing outside --root.
-    files = ctx.engine("netlink").render(desc.renderer, args.iface)
+    files = ctx.engine("netlink").render(checked, args.iface)
     for path, content in sorted(files.items()):
         if args.root is None:
             print(f"==> {path} <==\n{content}")

@@ -211,3 +211,23 @@ def test_managed_objects_without_our_protocol_are_removed(
     run("down")
     assert instance.ip("rule", "show") == before
     assert instance.ip("route", "show", "table", "10001") == ""
+
+
+def test_a_name_network_scripts_cannot_take_exits_2(ifcfg: Instance) -> None:
+    empty = ifcfg.owned_state()
+    ifcfg.fabric.attach(SECOND, "eth1")
+    ifcfg.ip("link", "set", "dev", "eth1", "name", "eth;1")  # still down: renamable
+    out = ifcfg.ec2net("up", "eth;1", check=False)
+    assert out.returncode == 2, out
+    assert "eth;1: backend ifcfg cannot configure an interface with this name" in out.stderr
+    assert files(ifcfg) == set()
+    assert ifcfg.owned_state() == empty
+
+
+def test_netlink_takes_any_name_linux_takes(instance: Instance) -> None:
+    eni = instance.fabric.attach(SECOND, "eth1")
+    odd = "e;$(x)'\"-1.2"
+    instance.ip("link", "set", "dev", "eth1", "name", odd)
+    instance.ec2net("up", odd)
+    assert reachable_all(instance, eni) == []
+    instance.ec2net("down", odd)

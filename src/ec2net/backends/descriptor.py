@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Callable, Optional
 
 from ec2net.backends import ifnames
+from ec2net.errors import UnsupportedInterfaceName
 from ec2net.render import Renderer
 
 if TYPE_CHECKING:
@@ -58,6 +59,12 @@ class Descriptor:
     @property
     def writes_files(self) -> bool:
         return self.renderer is not None
+
+    def check_name(self, ifname: str) -> None:
+        """Refuse, before anything is rendered, a name the manager cannot take."""
+        problem = self.name_problem(ifname)
+        if problem is not None:
+            raise UnsupportedInterfaceName(ifname, self.name, problem)
 
     def settle_timeout(self, settings: Settings) -> float:
         return settings.settle_timeout if self.settles else 0.0

@@ -98,6 +98,10 @@ class FileBackend:
         return self.root / path.relative_to("/")
 
     def blocked(self, ifname: str) -> Optional[str]:
+        """Why the interface is left alone, or None. Raises UnsupportedInterfaceName
+        (exit 2) for a name the manager cannot take: skipping silently would leave an
+        ENI unconfigured with exit 0."""
+        self.descriptor.check_name(ifname)
         if self.descriptor.user_file is None:
             return None
         path = self._host(PurePosixPath(self.descriptor.user_file.format(ifname=ifname)))
@@ -115,6 +119,7 @@ class FileBackend:
     def render(self, intent: Intent) -> Files:
         if intent.plan is None or intent.link is None or intent.eni is None:
             return {}
+        self.descriptor.check_name(intent.ifname)
         return self.renderer(RenderInput(intent.plan, intent.link, intent.eni, self.dhcp))
 
     def ours(self) -> dict[Path, str]:
