@@ -34,7 +34,6 @@ def test_parse_keeps_primary_first_and_normalises_uncompressed_ipv6() -> None:
     assert eni.network_card == 0
     assert eni.index == 1
     assert not eni.is_primary
-    assert eni.gateway4 == ipaddress.IPv4Address("10.0.2.1")
 
 
 def test_network_card_numbers_the_index() -> None:
