@@ -341,7 +341,8 @@ class ImdsClient:
                 resp = conn.getresponse()
                 body = resp.read(MAX_BODY + 1)
                 if len(body) > MAX_BODY:
-                    raise MetadataError(path, "", f"answer longer than {MAX_BODY} bytes")
+                    key = path[len(META) :] if path.startswith(META) else path
+                    raise MetadataError(key, "", f"answer longer than {MAX_BODY} bytes")
                 self._answered(ep)
                 return resp.status, body
             except (OSError, http.client.HTTPException) as err:

@@ -97,8 +97,10 @@ PREFIX6_LENGTH = 80
 
 _ENI_ID = re.compile(r"eni-[0-9a-f]{8,17}")
 _NUMBER = re.compile(r"[0-9]{1,3}")
-_V4_CHARS = re.compile(r"[0-9./]+")
-_V6_CHARS = re.compile(r"[0-9A-Fa-f:./]+")
+_V4_CHARS = re.compile(r"[0-9.]+")
+_V6_CHARS = re.compile(r"[0-9A-Fa-f:.]+")
+_NET4_CHARS = re.compile(r"[0-9./]+")
+_NET6_CHARS = re.compile(r"[0-9A-Fa-f:./]+")
 
 T = TypeVar("T")
 
@@ -184,7 +186,7 @@ def _addr6(s: str) -> IPv6Address:
 
 def _net4(lengths: range) -> Callable[[str], IPv4Network]:
     def conv(s: str) -> IPv4Network:
-        net = IPv4Network(_chars(_V4_CHARS, s), strict=True)
+        net = IPv4Network(_chars(_NET4_CHARS, s), strict=True)
         if net.prefixlen not in lengths:
             raise ValueError(f"/{net.prefixlen} is not a length EC2 uses here")
         return net
@@ -195,7 +197,7 @@ def _net4(lengths: range) -> Callable[[str], IPv4Network]:
 def _net6(lengths: range) -> Callable[[str], IPv6Network]:
     def conv(s: str) -> IPv6Network:
         # IMDS may send uncompressed forms (2600:1f16:0:0:0:0:0:0/64); ipaddress normalises.
-        net = IPv6Network(_chars(_V6_CHARS, s), strict=True)
+        net = IPv6Network(_chars(_NET6_CHARS, s), strict=True)
         if net.prefixlen not in lengths:
             raise ValueError(f"/{net.prefixlen} is not a length EC2 uses here")
         return net
