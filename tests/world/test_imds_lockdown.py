@@ -46,7 +46,7 @@ def test_up_needs_the_mark_and_says_so(instance: Instance) -> None:
     instance.ec2net("up", "eth1")
     assert f.imds_requests() > before
     for addr in (*eni.ipv4s, *eni.ipv6s):
-        assert instance.reachable(addr), addr
+        assert instance.reachable(str(addr)), addr
     # the lock is still in place for everyone else
     assert "prohibit" in instance.ip("route", "show", "table", LOCK_TABLE)
 
