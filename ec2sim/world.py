@@ -288,9 +288,9 @@ def lease_for(mac: str) -> IPv4Addr:
 
 
 def ipv6_only_world() -> World:
-    """An IPv6-only instance: its primary ENI (10 in `default_world`'s numbering) sits
-    in IPv6-only subnet-a6, without IPv4 and so without an IPv4 route to IMDS, reached
-    only at [fd00:ec2::254]. The VPC keeps its IPv4 CIDR (EC2 VPCs always have one).
+    """An IPv6-only instance: its primary ENI (::10, with a 169.254 lease) sits in
+    IPv6-only subnet-a6, without an IPv4 route to IMDS, which it reaches only at
+    [fd00:ec2::254]. The VPC keeps its IPv4 CIDR (EC2 VPCs always have one).
 
     Subnets: a6 (2600:1f16:292:a6::/64) and b6 (2600:1f16:292:b6::/64) IPv6-only,
     c (10.0.3.0/24 + ::3, clients) and d (10.0.4.0/24 + ::4) dual-stack. Listed ENIs
