@@ -29,6 +29,8 @@ APT_PACKAGES=(
     make rpm debhelper dh-python pybuild-plugin-pyproject python3-all dpkg-dev lintian
     python3-setuptools python3-wheel python3-build python3-installer groff-base man-db
     systemd
+    # property-based unit tests (tests/unit/test_properties.py) under /usr/bin/python3
+    python3-hypothesis
 )
 missing=()
 wanted=("${DEMO_PACKAGES[@]}")

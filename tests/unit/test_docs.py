@@ -23,14 +23,17 @@ DOCS = sorted(
     [ROOT / "README.md", ROOT / "ec2sim/README.md", ROOT / "systest/README.md",
      *(ROOT / "docs").glob("*.md")]
 )  # fmt: skip
-ROW = re.compile(r"^\| `([a-z0-9_]+\.[a-z0-9_]+)` \| `([^|]+)` \|", re.MULTILINE)
+ROW = re.compile(r"^\| `([a-z0-9_]+\.[a-z0-9_]+)` \| (?:`([^|]+)`|unset) \|", re.MULTILINE)
 
 
 def readme_defaults() -> dict[str, Any]:
     text = (ROOT / "README.md").read_text()
     table = text[text.index("## Configuration") :]
     table = table[: table.index("\n## ")]
-    return {key: tomllib.loads(f"v = {value}")["v"] for key, value in ROW.findall(table)}
+    return {
+        key: tomllib.loads(f"v = {value}")["v"] if value else None  # "unset": no default
+        for key, value in ROW.findall(table)
+    }
 
 
 def test_readme_config_table_lists_every_key_with_its_default() -> None:
