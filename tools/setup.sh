@@ -13,6 +13,12 @@ APT_PACKAGES=(
     make rpm debhelper dh-python pybuild-plugin-pyproject python3-all dpkg-dev lintian
     python3-setuptools python3-wheel python3-build python3-installer groff-base man-db
     systemd
+    # the real RHEL network-scripts in tests/world (ipcalc is ipcalc-ng on RHEL)
+    ipcalc-ng
+    # ifup-eth's duplicate-address check and announcements (/sbin/arping on RHEL)
+    iputils-arping
+    # ifup-eth's ETHTOOL_OPTS and link checks
+    ethtool
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
