@@ -22,6 +22,8 @@ lives in the test's directory.
   systemd to redirect to. /var/lib/dhclient for leases.
 - /sys: a sysfs of the instance's network namespace (the scripts read
   /sys/class/net/IF).
+- The host name, in a UTS namespace of its own, is `localhost`, which the scripts do not
+  send in DHCP requests: RHEL's dhclient takes `-H NAME`, Debian's refuses it.
 Commands enter both namespaces with `nsenter` (argv lists, never a shell string).
 """
 
@@ -134,7 +136,7 @@ class RhelHost:
         self._install_scripts()
         uppers = self._prepare_uppers()
         self._holder = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "--",
+            ["unshare", "--mount", "--uts", "--propagation", "private", "--",
              "nsenter", f"--net={NETNS_DIR / self.netns}", "--",
              sys.executable, "-c", _HOLD],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -185,14 +187,21 @@ class RhelHost:
         return pids
 
     # --- running the scripts ---------------------------------------------------------
-    def run(self, argv: Sequence[str], *, timeout: Optional[float] = None) -> Run:
-        """Run argv as root on the RHEL view inside the instance (never raises on exit)."""
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: Optional[float] = None,
+        env: Optional[dict[str, str]] = None,
+    ) -> Run:
+        """Run argv as root on the RHEL view inside the instance (never raises on exit);
+        `env` adds to a minimal environment."""
         proc = subprocess.run(
             self._enter(argv),
             capture_output=True,
             text=True,
             timeout=timeout or self.timeout,
-            env={"PATH": PATH, "LANG": "C", "HOME": "/root", "TERM": "dumb"},
+            env={"PATH": PATH, "LANG": "C", "HOME": "/root", "TERM": "dumb", **(env or {})},
             cwd="/",
             check=False,
         )
@@ -205,7 +214,7 @@ class RhelHost:
         return self.run(["ifdown", name])
 
     def _enter(self, argv: Sequence[str]) -> list[str]:
-        return ["nsenter", f"--target={self.pid}", "--mount", "--net", "--", *argv]
+        return ["nsenter", f"--target={self.pid}", "--mount", "--uts", "--net", "--", *argv]
 
     def _must(self, argv: Sequence[str]) -> None:
         done = self.run(argv)
@@ -241,6 +250,7 @@ class RhelHost:
         return {"/etc": etc, "/usr/bin": usr_bin, "/usr/sbin": usr_sbin, "/var/lib": var_lib}
 
     def _mount(self, uppers: dict[str, Path]) -> None:
+        self._must(["hostname", "localhost"])
         self._must(["mount", "-t", "sysfs", "sysfs", "/sys"])
         self._must(["mount", "--bind", str(self.run_dir), "/run"])
         for target, upper in uppers.items():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
@@ -32,7 +33,15 @@ from ec2net.metadata import EniMetadata, wait_for_eni
 from ec2net.model import Family, rule_of_table
 from ec2net.render import Files, RenderInput, ifcfg
 from ec2sim.netns import run_in_netns
-from ec2sim.rhel import ENV_VAR, FILES_DIR, RhelHost, Run, ScriptsMissing, locate_scripts
+from ec2sim.rhel import (
+    ENV_VAR,
+    FILES_DIR,
+    RhelHost,
+    Run,
+    ScriptsMissing,
+    locate_scripts,
+    wait_gone,
+)
 from ec2sim.world import Eni
 from tests.world.conftest import Instance, echo, two_card_world
 
@@ -103,8 +112,12 @@ def ok(run: Run, *, again: bool = False) -> Run:
 
 
 @pytest.fixture
-def scripts(instance: Instance, tmp_path: Path) -> Iterator[Scripts]:
-    s = Scripts(instance, tmp_path)
+def scripts(
+    request: pytest.FixtureRequest, make_instance: Callable[..., Instance], tmp_path: Path
+) -> Iterator[Scripts]:
+    """The default world (with the VPC's DHCP for tests named *dhcp*) under the scripts."""
+    inst = make_instance(dhcp="dhcp" in request.node.name)
+    s = Scripts(inst, tmp_path)
     with s.host:
         yield s
 
@@ -445,3 +458,86 @@ def test_a_mac_that_moved_to_another_name(scripts: Scripts) -> None:
     assert "proto 236" not in inst.ip("rule", "show") + inst.ip("-6", "rule", "show")
     scripts.up("eth3", render=False)
     assert_reachable(inst, eni)
+
+
+# --- backend.ifcfg_dhcp under the shipped units ------------------------------------------
+
+
+def unit_settings(root: Path, unit: str) -> dict[str, set[str]]:
+    """Merged list settings of an installed unit and its drop-ins (as systemd merges
+    CapabilityBoundingSet= and RestrictAddressFamilies= allow-lists)."""
+    paths = [root / "usr/lib/systemd/system" / unit]
+    paths += sorted((root / "etc/systemd/system" / f"{unit}.d").glob("*.conf"))
+    merged: dict[str, set[str]] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#"):
+                merged.setdefault(key, set()).update(value.split())
+    return merged
+
+
+def bounded(caps: set[str], argv: list[str]) -> list[str]:
+    """argv with the unit's capability bounding set (root keeps only those)."""
+    names = ",".join(sorted("+" + c.removeprefix("CAP_").lower() for c in caps))
+    return ["setpriv", f"--bounding-set=-all,{names}", *argv]
+
+
+def test_dhcp_mode_works_with_the_units_drop_in(scripts: Scripts, tmp_path: Path) -> None:
+    """`backend.ifcfg_dhcp = true`: ec2net's ifup starts dhclient (real ifup-eth, lease
+    from the VPC's DHCP), only with the rights `install-system-files` adds for that
+    mode; the lease's address stays through refreshes and goes with `ec2net down`."""
+    inst, f = scripts.inst, scripts.fabric
+    assert f.dnsmasq is not None, "the world needs DHCP"
+    root = str(scripts.root)
+    inst.write_config(backend={"name": "ifcfg", "files_root": root, "ifcfg_dhcp": True})
+    sysroot = tmp_path / "sys"
+    inst.ec2net("install-system-files", "--root", str(sysroot), "--init", "systemd")
+    unit = unit_settings(sysroot, "ec2net@.service")
+    assert "AF_PACKET" in unit["RestrictAddressFamilies"]
+    inst.write_config(backend={"name": "ifcfg", "files_root": root})
+    inst.ec2net("install-system-files", "--root", str(sysroot), "--init", "systemd")
+    shipped = unit_settings(sysroot, "ec2net@.service")
+    assert "AF_PACKET" not in shipped["RestrictAddressFamilies"]  # the drop-in went
+    inst.write_config(backend={"name": "ifcfg", "files_root": root, "ifcfg_dhcp": True})
+    eni = f.attach(SECOND, "eth1")
+    env = {k: v for k, v in inst.env().items() if k.startswith(("EC2NET_", "PYTHON"))}
+
+    def ec2net(caps: set[str], *args: str) -> Run:
+        argv = bounded(caps, [sys.executable, "-m", "ec2net", *args])
+        return scripts.host.run(argv, env=env)
+
+    done = ec2net(unit["CapabilityBoundingSet"], "up", "eth1")
+    assert done.returncode == 0, str(done)
+    dhclients = scripts.host.daemons()
+    assert len(dhclients) == 1, str(done)
+    lease = f"{eni.ipv4s[0]}/24"
+
+    def leased() -> bool:
+        info = json.loads(inst.ip("-j", "-4", "addr", "show", "dev", "eth1"))[0]["addr_info"]
+        return any(f"{a['local']}/{a['prefixlen']}" == lease and a.get("dynamic") for a in info)
+
+    assert leased()
+    assert_reachable(inst, eni)
+    f.assign(SECOND, ipaddress.IPv4Address("10.0.2.23"))
+    again = ec2net(unit["CapabilityBoundingSet"], "refresh", "eth1")
+    assert again.returncode == 0, str(again)
+    # the changed ifcfg file is applied by a second ifup: its dhclient replaces the
+    # first (ISC dhclient ends the one in its pid file) and renews the same lease
+    assert leased()
+    dhclients = scripts.host.daemons()
+    assert len(dhclients) == 1, str(again)
+    assert_reachable(inst, eni)
+    same = ec2net(unit["CapabilityBoundingSet"], "refresh", "eth1")  # nothing changed
+    assert same.returncode == 0, str(same)
+    assert leased() and scripts.host.daemons() == dhclients
+    gone = ec2net(unit["CapabilityBoundingSet"], "down", "eth1")
+    assert gone.returncode == 0, str(gone)
+    assert wait_gone(dhclients) == []
+    assert kernel_state(inst, "eth1")["addresses"] == ""
+    assert "proto 236" not in inst.ip("rule", "show") + inst.ip("-6", "rule", "show")
+    # the control: under the shipped hardening alone dhclient cannot start
+    f.attach(f.new_eni("subnet-b", n_ipv4=1, n_ipv6=0), "eth2")
+    refused = ec2net(shipped["CapabilityBoundingSet"], "up", "eth2")
+    assert refused.returncode == 1 and "ifup eth2" in refused.stderr, str(refused)
+    assert scripts.host.daemons() == []
