@@ -12,6 +12,12 @@ the same files, as a RHEL host does between a hot-plug and the next boot.
 The scripts are an external tool: EC2NET_RHEL_SCRIPTS (default
 ../shared/peers/initscripts-9.49.54 beside the checkout) names them, and every test
 here fails, saying where it looked, when they are absent.
+
+What the real scripts showed that the former emulation did not: /32 secondaries get
+ipcalc's broadcast (the address itself, a local-table broadcast route the local route
+shadows); a second ifup of a link that is up prints "File exists" per route before
+ifup-routes falls back to `replace`; with BOOTPROTO=dhcp each ifup that applies a
+changed ifcfg file replaces the running dhclient (which renews the same lease).
 """
 
 from __future__ import annotations
