@@ -31,6 +31,12 @@ APT_PACKAGES=(
     systemd
     # property-based unit tests (tests/unit/test_properties.py) under /usr/bin/python3
     python3-hypothesis
+    # the real RHEL network-scripts in tests/world (ipcalc is ipcalc-ng on RHEL)
+    ipcalc-ng
+    # ifup-eth's duplicate-address check and announcements (/sbin/arping on RHEL)
+    iputils-arping
+    # ifup-eth's ETHTOOL_OPTS and link checks
+    ethtool
 )
 missing=()
 wanted=("${DEMO_PACKAGES[@]}")

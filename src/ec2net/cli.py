@@ -246,7 +246,8 @@ def _cmd_install_system_files(ctx: _Context, args: argparse.Namespace) -> int:
     # A build root (packaging) gets the systemd files unless told otherwise: the build
     # host's init says nothing about the target's.
     init = args.init or (sysfiles.SYSTEMD if args.root else sysfiles.AUTO)
-    for path in install(Path(args.root or "/"), ctx.settings.drivers, args.bindir, init):
+    dhcp = ctx.settings.ifcfg_dhcp
+    for path in install(Path(args.root or "/"), ctx.settings.drivers, args.bindir, init, dhcp):
         print(path)
     return EXIT_OK
 
