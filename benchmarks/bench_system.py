@@ -1,12 +1,16 @@
-"""ec2net and Debian's amazon-ec2-net-utils side by side, in the same QEMU guest set-up
-on the same simulated VPC (tests/system's scenarios, systest/scenarios.py).
+"""ec2net against AWS's amazon-ec2-net-utils, in the same QEMU guest set-up on the same
+simulated VPC (dual-stack, IPv6-only subnet; tests/system's scenarios, systest/scenarios.py).
 
-Run as root: `.venv/bin/python benchmarks/bench_system.py [--hotplugs 5] [--json FILE]`.
-Per tool: one guest (networkd; ec2net installed from the current tree, or the image
-with the AWS tool), two extra ENIs present at boot, N hot-plug/unplug rounds of an ENI
-with three IPv4 addresses in another subnet, a real idle window, a secondary IP
-assigned in IMDS, a Docker-style bridge. Prints one table; waits are bounded, so a
-tool that does not get there is reported FAIL, never a hang or a crash.
+Run as root: `.venv/bin/python benchmarks/bench_system.py [--hotplugs 5] [--json FILE]
+[--tools ...] [--trace]`. Columns: ec2net on Debian 12 and 13, each with networkd and
+NetworkManager (installed from the current tree), Debian's packaged AWS tool (2.3.0 on
+12, 2.4.1 on 13) and AWS's release 2.7.4 from its own `make install` (EC2NET_SYSTEST_PEER,
+see systest/peer.py) on networkd guests. Per column: one guest, two extra ENIs present at
+boot, N hot-plug/unplug rounds of a dual-stack ENI (three IPv4, one IPv6) in another
+subnet, an IPv6-only ENI, a real idle window, a secondary IPv4 and IPv6 assigned in IMDS
+and then removed, a delegated prefix, a Docker-style bridge. `--trace` also takes one
+ec2net hot-plug per guest apart (systest/trace.py). Prints one table; waits are
+bounded, so a tool that does not get there is reported FAIL, never a hang or a crash.
 """
 
 from __future__ import annotations
@@ -24,14 +28,22 @@ from typing import Any, Callable, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from systest import harness, install, scenarios
-from systest.image import ensure_image
+from systest import harness, install, scenarios, trace
+from systest.image import EC2NET_VARIANTS, ensure_image
+from systest.peer import PEER_VERSION
 from systest.qemu import qemu_usable
-from systest.vpc import OTHER_SUBNET_MAC, VpcGuest
+from systest.vpc import IPV6_ONLY_SUBNET, OTHER_SUBNET_MAC, VpcGuest
 
 REPO = Path(__file__).resolve().parents[1]
 # ec2net polls IMDS as often as the AWS tool's refresh timer, so the idle figures compare
 REFRESH_INTERVAL = 60.0
+DEFAULT_TOOLS = (
+    *(f"ec2net-{v}" for v in EC2NET_VARIANTS),
+    "aws-bookworm",
+    "aws274-bookworm",
+    "aws-trixie",
+    "aws274-trixie",
+)
 
 
 @dataclass
@@ -46,6 +58,7 @@ class Tool:
 class Measured:
     tool: str
     boot_s: Optional[float] = None
+    traces: list[str] = field(default_factory=list)
     hotplug_s: list[float] = field(default_factory=list)
     hotplug_failed: int = 0
     imds_per_attach: list[int] = field(default_factory=list)
@@ -84,7 +97,7 @@ def run_tool(tool: Tool, args: argparse.Namespace) -> Measured:
         def hotplugs() -> None:
             leftovers = 0
             for i in range(args.hotplugs):
-                r, _ = scenarios.hotplug(g, "subnet-b", 3, args.timeout)
+                r, _ = scenarios.hotplug(g, "subnet-b", 3, args.timeout, n_ipv6=1)
                 print(
                     f"  {tool.name} hot-plug {i + 1}: "
                     + (f"{r.reach.seconds:.1f} s" if r.reach.seconds is not None else "FAIL")
@@ -101,6 +114,14 @@ def run_tool(tool: Tool, args: argparse.Namespace) -> Measured:
                     log("\n".join(r.leftovers))
             m.verdicts["detach leftovers"] = f"FAIL ({leftovers} left)" if leftovers else "PASS"
 
+        def ipv6() -> None:
+            r, _ = scenarios.hotplug(g, IPV6_ONLY_SUBNET, 0, args.timeout, n_ipv6=2)
+            v6 = [a for a in g.all_addresses() if ":" in a]
+            missing = g.unreachable(v6) + r.reach.missing
+            m.verdicts["IPv6 (every IPv6, IPv6-only ENI)"] = (
+                f"FAIL ({len(missing)} unreachable)" if missing else "PASS"
+            )
+
         def idle() -> None:
             m.imds_idle_per_min = scenarios.idle_imds_per_minute(g, args.idle)
 
@@ -109,19 +130,52 @@ def run_tool(tool: Tool, args: argparse.Namespace) -> Measured:
             m.verdicts["secondary IP pickup"] = (
                 f"PASS ({r.reach.seconds:.0f} s)" if r.reach.seconds is not None else "FAIL"
             )
+            gone = scenarios.remove_secondary(g, OTHER_SUBNET_MAC, r.addrs, args.timeout)
+            ok = gone.gone_s is not None and not gone.others_missing
+            m.verdicts["secondary IP removal"] = (
+                f"PASS ({gone.gone_s:.0f} s)"
+                if ok and gone.gone_s is not None
+                else f"FAIL ({len(gone.still)} kept, {len(gone.others_missing)} broken)"
+            )
+
+        def prefix() -> None:
+            r = scenarios.delegated_prefix(g, OTHER_SUBNET_MAC, args.timeout)
+            m.verdicts["delegated prefix"] = (
+                f"PASS ({r.reach.seconds:.0f} s)"
+                if r.reach.seconds is not None
+                else f"FAIL ({len(r.reach.missing)} unreachable)"
+            )
+
+        def traced() -> None:
+            t = trace.trace_hotplug(g, "subnet-b", args.timeout)
+            text = trace.render(t, full=args.verbose)
+            print(text, flush=True)
+            m.traces.append(text)
 
         def bridge() -> None:
             r = scenarios.docker_bridge(g)
             n = len(r.unreachable)
             m.verdicts["Docker-style bridge"] = f"FAIL ({n} unreachable)" if n else "PASS"
 
-        for what, fn in (
+        steps = [
             ("boot with ENIs present", boot),
             ("detach leftovers", hotplugs),
+            ("IPv6 (every IPv6, IPv6-only ENI)", ipv6),
             ("idle IMDS", idle),
             ("secondary IP pickup", secondary),
+            ("delegated prefix", prefix),
             ("Docker-style bridge", bridge),
-        ):
+        ]
+        if args.trace and tool.installer is not None:
+            steps.insert(2, ("trace", traced))
+        if args.steps:
+            wanted = {w.strip() for w in args.steps.split(",")}
+            steps = [
+                (w, fn)
+                for w, fn in steps
+                if w.split()[0] in wanted or w == "boot with ENIs present"
+            ]
+        for what, fn in steps:
             print(f"{tool.name}: {what}", flush=True)
             _try(m, what, fn)
     except Exception as exc:
@@ -140,12 +194,27 @@ def _span(values: Sequence[float], unit: str, digits: int = 1) -> str:
     return f"{med:.{digits}f}{unit} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
+def _p95(values: Sequence[float]) -> float:
+    """Nearest-rank 95th percentile (with 5 samples: the largest)."""
+    ordered = sorted(values)
+    return ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
+
+
+def _median_p95(values: Sequence[float], unit: str) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.1f}{unit} / {_p95(values):.1f}{unit}"
+
+
 SCENARIOS = (
     "ENI in another subnet",
     "same-subnet ENIs",
     "Docker-style bridge",
     "detach leftovers",
     "secondary IP pickup",
+    "secondary IP removal",
+    "IPv6 (every IPv6, IPv6-only ENI)",
+    "delegated prefix",
 )
 
 
@@ -153,11 +222,13 @@ def table(results: Sequence[Measured], hotplugs: int) -> list[list[str]]:
     rows = [["", *(m.tool for m in results)]]
 
     def fmt_hotplug(m: Measured) -> str:
-        text = _span(m.hotplug_s, " s")
+        text = _median_p95(m.hotplug_s, " s")
         n = len(m.hotplug_s) + m.hotplug_failed
         return text + (f", {m.hotplug_failed}/{n} FAIL" if m.hotplug_failed else "")
 
-    rows.append([f"hot-plug -> all reachable (n={hotplugs})", *map(fmt_hotplug, results)])
+    rows.append(
+        [f"hot-plug -> all reachable, median / p95 (n={hotplugs})", *map(fmt_hotplug, results)]
+    )
     rows.append(["IMDS requests per attach", *(_span(m.imds_per_attach, "", 0) for m in results)])
     rows.append(
         [
@@ -194,7 +265,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--hotplugs", type=int, default=5, help="hot-plug rounds per tool")
     parser.add_argument("--idle", type=float, default=60.0, help="idle window, seconds")
     parser.add_argument("--timeout", type=float, default=90.0, help="bound on each wait")
-    parser.add_argument("--tools", default="ec2net,aws", help="comma list: ec2net, aws")
+    parser.add_argument(
+        "--tools",
+        default=",".join(DEFAULT_TOOLS),
+        help="comma list of columns (default: all): " + ", ".join(DEFAULT_TOOLS),
+    )
+    parser.add_argument("--trace", action="store_true", help="take one ec2net hot-plug apart")
+    parser.add_argument(
+        "--steps",
+        help="only these steps after the boot (first words: detach, IPv6, trace, idle, "
+        "secondary, delegated, Docker-style)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("-v", "--verbose", action="store_true", help="guest state on failure")
     args = parser.parse_args(argv)
@@ -205,31 +286,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
 
     pkg = install.package_for(REPO, harness.short_workdir())
-    available = {
-        "ec2net": Tool(
-            f"ec2net ({pkg.kind})",
-            "networkd",
+    available: dict[str, Tool] = {}
+    for variant in EC2NET_VARIANTS:
+        available[f"ec2net-{variant}"] = Tool(
+            f"ec2net {variant}",
+            variant,
             lambda g: install.install_ec2net(g.agent, pkg, refresh_interval=REFRESH_INTERVAL),
             ("ec2net*",),
-        ),
-        "aws": Tool(
-            "amazon-ec2-net-utils 2.3.0",
-            "aws",
-            None,
-            ("policy-routes@*", "refresh-policy-routes@*", "systemd-networkd"),
-        ),
-    }
+        )
+    aws_units = ("policy-routes@*", "refresh-policy-routes@*", "systemd-networkd")
+    for suite, debian_version in (("bookworm", "2.3.0"), ("trixie", "2.4.1")):
+        available[f"aws-{suite}"] = Tool(
+            f"AWS {debian_version} {suite}", f"{suite}-aws", None, aws_units
+        )
+        available[f"aws274-{suite}"] = Tool(
+            f"AWS {PEER_VERSION} {suite}", f"{suite}-aws274", None, aws_units
+        )
     t0 = time.monotonic()
     results = [run_tool(available[name.strip()], args) for name in args.tools.split(",")]
     harness.remove_workdir(pkg.path.parent)
     rows = table(results, args.hotplugs)
     print(
-        f"\nnetworkd guests under QEMU ({time.monotonic() - t0:.0f} s in all); ec2net "
+        f"\nguests under QEMU, TCG ({time.monotonic() - t0:.0f} s in all); ec2net "
         f"refresh.interval {REFRESH_INTERVAL:g} s; waits bounded at {args.timeout:g} s;"
         f" idle window {args.idle:g} s"
     )
     print(render(rows))
     for m in results:
+        for text in m.traces:
+            print(text)
         for err in m.errors:
             print(f"{m.tool}: {err}")
     if args.json:

@@ -7,7 +7,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-SUITE = "bookworm"
+# The guests' releases: Debian 12 and Debian 13 (the current stable).
+SUITES = ("bookworm", "trixie")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 
@@ -28,12 +29,15 @@ def _deb822_paragraphs(text: str) -> Iterator[dict[str, str]]:
             yield fields
 
 
-def apt_mirror() -> str:
-    """The Debian mirror to debootstrap from.
+def apt_mirror(suite: str) -> str:
+    """The Debian mirror to debootstrap `suite` from.
 
     ``EC2NET_SYSTEST_MIRROR`` wins; otherwise the first non-security ``deb`` source in
-    the host's apt configuration that carries the suite's ``main``; else deb.debian.org.
+    the host's apt configuration that carries ``main`` of a guest release (a Debian
+    mirror serves every release, so a bookworm host's mirror also has trixie), the
+    asked-for suite's first; else deb.debian.org.
     """
+    wanted = (suite, *(s for s in SUITES if s != suite))
     env = os.environ.get("EC2NET_SYSTEST_MIRROR")
     if env:
         return env
@@ -45,7 +49,7 @@ def apt_mirror() -> str:
                 continue
             if "deb" not in para.get("types", "").split():
                 continue
-            if SUITE not in para.get("suites", "").split():
+            if not set(wanted) & set(para.get("suites", "").split()):
                 continue
             if "main" not in para.get("components", "").split():
                 continue
@@ -56,7 +60,7 @@ def apt_mirror() -> str:
             continue
         for raw in path.read_text(errors="replace").splitlines():
             words = re.sub(r"\[[^]]*\]", " ", raw.split("#", 1)[0]).split()
-            if len(words) >= 4 and words[0] == "deb" and words[2] == SUITE and "main" in words:
+            if len(words) >= 4 and words[0] == "deb" and words[2] in wanted and "main" in words:
                 candidates.append(words[1])
     for uri in candidates:
         if "security" not in uri:

@@ -1,4 +1,4 @@
-"""Build (and cache) a Debian bookworm guest image for the system tests.
+"""Build (and cache) the Debian guest images (bookworm and trixie) for the system tests.
 
 Two stages, each cached by a content hash so repeated runs cost nothing:
 
@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from systest.aptsource import SUITE, apt_mirror
+from systest import peer
+from systest.aptsource import SUITES, apt_mirror
 from systest.guest_files import (
     AGENT_GUEST_PATH,
     AGENT_UDEV_RULE,
@@ -67,15 +68,36 @@ BASE_PACKAGES: tuple[str, ...] = (
     "linux-image-cloud-amd64",
 )
 
-# systemd-networkd ships in the systemd package, so that variant needs nothing extra.
-# "aws": networkd plus Debian's amazon-ec2-net-utils, for the side-by-side benchmark.
-VARIANT_PACKAGES: dict[str, tuple[str, ...]] = {
+# A variant is "<suite>-<flavour>", e.g. "trixie-nm". systemd-networkd ships in the
+# systemd package (bookworm) so that flavour needs nothing extra; trixie split out
+# systemd-resolved, which the AWS tool's postinst enables, so its flavours add it.
+# "aws": networkd plus Debian's amazon-ec2-net-utils (2.3.0 on bookworm, 2.4.1 on
+# trixie); "aws274": networkd plus AWS's release 2.7.4 from its own `make install`
+# (see peer.py), with only what its scripts run (curl) and systemd-resolved.
+FLAVOUR_PACKAGES: dict[str, tuple[str, ...]] = {
     "networkd": (),
     "nm": ("network-manager",),
-    "aws": ("amazon-ec2-net-utils",),
+    "aws": ("amazon-ec2-net-utils", "systemd-resolved"),
+    "aws274": ("curl", "systemd-resolved"),
 }
-# The network manager each variant runs.
-VARIANT_MANAGER = {"networkd": "networkd", "nm": "nm", "aws": "networkd"}
+# The network manager each flavour runs.
+FLAVOUR_MANAGER = {"networkd": "networkd", "nm": "nm", "aws": "networkd", "aws274": "networkd"}
+VARIANTS = tuple(f"{suite}-{flavour}" for suite in SUITES for flavour in FLAVOUR_PACKAGES)
+# Where ec2net runs in the system tier: both releases, both managers.
+EC2NET_VARIANTS = tuple(f"{suite}-{m}" for suite in SUITES for m in ("networkd", "nm"))
+
+
+def split_variant(variant: str) -> tuple[str, str]:
+    """("trixie", "nm") for "trixie-nm"; ValueError for anything not in VARIANTS."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
+    suite, _, flavour = variant.partition("-")
+    return suite, flavour
+
+
+def manager_of(variant: str) -> str:
+    return FLAVOUR_MANAGER[split_variant(variant)[1]]
+
 
 INITRAMFS_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "ext4")
 
@@ -216,14 +238,14 @@ path-exclude=/usr/share/lintian/*
 """
 
 
-def _build_base(root: Path, mirror: str, log_file: Path) -> None:
+def _build_base(root: Path, suite: str, mirror: str, log_file: Path) -> None:
     _run(
         [
             "debootstrap",
             "--variant=minbase",
             "--include=" + ",".join(BASE_PACKAGES),
             "--components=main",
-            SUITE,
+            suite,
             str(root),
             mirror,
         ],
@@ -242,26 +264,26 @@ def _build_base(root: Path, mirror: str, log_file: Path) -> None:
     _trim(root)
 
 
-def _base_key() -> str:
-    return _hash(SUITE, json.dumps(BASE_PACKAGES), inspect.getsource(_build_base), DPKG_EXCLUDES)
+def _base_key(suite: str) -> str:
+    return _hash(suite, json.dumps(BASE_PACKAGES), inspect.getsource(_build_base), DPKG_EXCLUDES)
 
 
-def ensure_base(cache: Optional[Path] = None, log: Log = _stderr_log) -> Path:
-    """Return the cached base tarball, building it first if needed."""
+def ensure_base(suite: str, cache: Optional[Path] = None, log: Log = _stderr_log) -> Path:
+    """Return the cached base tarball of `suite`, building it first if needed."""
     cache = cache or cache_dir()
-    key = _base_key()
+    key = _base_key(suite)
     target = cache / f"base-{key}.tar.zst"
     with _locked(cache, f"base-{key}"):
         if target.is_file():
             return target
-        mirror = apt_mirror()
-        log(f"building base {key} from {mirror} (debootstrap, ~1-2 min)")
+        mirror = apt_mirror(suite)
+        log(f"building base {suite} {key} from {mirror} (debootstrap, ~1-2 min)")
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=".tmp-base-", dir=cache) as tmp:
             root = Path(tmp) / "root"
             log_file = cache / f"base-{key}.log"
             log_file.write_bytes(b"")
-            _build_base(root, mirror, log_file)
+            _build_base(root, suite, mirror, log_file)
             partial = Path(tmp) / "base.tar.zst"
             _run(
                 [*TAR, "-cf", str(partial), "-C", str(root), "."],
@@ -284,21 +306,22 @@ def _tools_source() -> Path:
 
 
 def variant_key(variant: str) -> str:
-    if variant not in VARIANT_PACKAGES:
-        raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANT_PACKAGES)}")
+    suite, flavour = split_variant(variant)
     return _hash(
-        _base_key(),
+        _base_key(suite),
         variant,
-        json.dumps(VARIANT_PACKAGES[variant]),
+        json.dumps(FLAVOUR_PACKAGES[flavour]),
         Path(__file__).read_text(),
         Path(__file__).with_name("guest_files.py").read_text(),
         _agent_source().read_text(),
         _tools_source().read_text(),
+        *([peer.tree_digest(peer.peer_dir())] if flavour == "aws274" else []),
     )
 
 
 def _configure(root: Path, variant: str, key: str, log_file: Path) -> None:
-    extra = VARIANT_PACKAGES[variant]
+    flavour = split_variant(variant)[1]
+    extra = FLAVOUR_PACKAGES[flavour]
     if extra:
         # Nothing may start inside the chroot; resolv.conf only lives for the install.
         _write(root, "usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)
@@ -342,17 +365,20 @@ def _configure(root: Path, variant: str, key: str, log_file: Path) -> None:
     # resort, and the guest is reachable only from its own test namespace.
     _chroot(root, ["passwd", "-d", "root"], log_file)
 
-    if variant == "aws":
+    if flavour == "aws274":
+        peer.make_install(peer.peer_dir(), root, log_file)
+        _chroot(root, ["systemctl", "enable", "systemd-resolved.service"], log_file)
+    if flavour in ("aws", "aws274"):
         for rel, old, new in AWS_DRIVER_EDITS:
             path = root / rel
             text = path.read_text()
             if old not in text:
                 raise BuildError(f"{rel}: {old!r} not found; the package changed")
             path.write_text(text.replace(old, new))
-    if VARIANT_MANAGER[variant] == "networkd":
+    if FLAVOUR_MANAGER[flavour] == "networkd":
         _write(root, "etc/systemd/network/10-systest-primary.network", NETWORKD_PRIMARY)
         _chroot(root, ["systemctl", "enable", "systemd-networkd.service"], log_file)
-    elif variant == "nm":
+    elif flavour == "nm":
         _write(root, "etc/NetworkManager/system-connections/primary.nmconnection", NM_PRIMARY)
         os.chmod(root / "etc/NetworkManager/system-connections/primary.nmconnection", 0o600)
         _write(root, "etc/NetworkManager/conf.d/90-systest.conf", NM_CONF)
@@ -372,6 +398,7 @@ def _dir_size_mib(root: Path) -> int:
 
 
 def _build_variant(tmp: Path, variant: str, key: str, base: Path, log_file: Path) -> Image:
+    suite, flavour = split_variant(variant)
     root = tmp / "root"
     root.mkdir()
     _run(
@@ -410,9 +437,9 @@ def _build_variant(tmp: Path, variant: str, key: str, base: Path, log_file: Path
     manifest = {
         "variant": variant,
         "key": key,
-        "suite": SUITE,
+        "suite": suite,
         "kernel_version": kver,
-        "packages": list(BASE_PACKAGES) + list(VARIANT_PACKAGES[variant]),
+        "packages": list(BASE_PACKAGES) + list(FLAVOUR_PACKAGES[flavour]),
         "rootfs_used_mib": used,
         "rootfs_size_mib": size_mib,
     }
@@ -434,14 +461,14 @@ def _load(directory: Path, variant: str, key: str) -> Image:
 
 
 def ensure_image(variant: str, cache: Optional[Path] = None, log: Log = _stderr_log) -> Image:
-    """Return the cached image for ``variant`` ("networkd" or "nm"), building if needed."""
+    """Return the cached image for ``variant`` (one of VARIANTS), building if needed."""
     cache = cache or cache_dir()
     key = variant_key(variant)
     final = cache / f"{variant}-{key}"
     with _locked(cache, f"{variant}-{key}"):
         if (final / "manifest.json").is_file():
             return _load(final, variant, key)
-        base = ensure_base(cache, log)
+        base = ensure_base(split_variant(variant)[0], cache, log)
         log(f"building image {variant}-{key}")
         t0 = time.monotonic()
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{variant}-", dir=cache))
@@ -467,8 +494,13 @@ def prune(cache: Optional[Path] = None, log: Log = _stderr_log) -> None:
     Explicit only (``--prune``): another checkout sharing the cache may still use them.
     """
     cache = cache or cache_dir()
-    keep = {f"base-{_base_key()}.tar.zst", f"base-{_base_key()}.log"}
-    keep |= {f"{v}-{variant_key(v)}" for v in VARIANT_PACKAGES}
+    keep = {f"base-{_base_key(s)}.{ext}" for s in SUITES for ext in ("tar.zst", "log")}
+    for v in VARIANTS:
+        try:
+            keep.add(f"{v}-{variant_key(v)}")
+        except peer.PeerMissing:
+            # without the release tree its images' keys are unknown: keep them all
+            keep |= {e.name for e in cache.glob(f"{v}-*")}
     keep |= {f".lock-{name.split('.')[0]}" for name in keep}
     for entry in sorted(cache.iterdir()) if cache.is_dir() else []:
         if entry.name in keep or entry.name.startswith(("accel-", ".tmp-")):
@@ -482,7 +514,7 @@ def prune(cache: Optional[Path] = None, log: Log = _stderr_log) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Build the system-test guest images.")
-    parser.add_argument("variants", nargs="*", default=sorted(VARIANT_PACKAGES))
+    parser.add_argument("variants", nargs="*", default=list(EC2NET_VARIANTS))
     parser.add_argument("--prune", action="store_true", help="drop stale cache entries")
     args = parser.parse_args(argv)
     if args.prune:

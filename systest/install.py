@@ -55,14 +55,27 @@ class Package:
     path: Path
 
 
-def config_toml(refresh_interval: float) -> str:
+def config_toml(refresh_interval: float, backend: str = "auto") -> str:
     drivers = ", ".join(f'"{d}"' for d in DRIVERS)
-    # backend stays at its default (auto): the guest's network manager decides.
+    # backend normally stays at its default (auto): the guest's network manager decides.
     return (
         "# written by the system tests\n"
         f"[interfaces]\ndrivers = [{drivers}]\n\n"
-        f"[refresh]\ninterval = {refresh_interval:g}\n"
+        f"[refresh]\ninterval = {refresh_interval:g}\n\n"
+        f'[backend]\nname = "{backend}"\n'
     )
+
+
+def switch_backend(
+    agent: Agent, package: Package, backend: str, refresh_interval: float = 5.0
+) -> None:
+    """Set backend.name, re-render the udev rule (its ID_NET_MANAGED_BY line depends on
+    it) and restart the daemon, as an operator changing the setting would."""
+    agent.write_file("/etc/ec2net/ec2net.toml", config_toml(refresh_interval, backend))
+    argv = ["--udev-override"] if package.kind == "deb" else []
+    agent.run(["ec2net", "install-system-files", *argv], timeout=300, check=True)
+    agent.run(["udevadm", "control", "--reload"], timeout=120, check=True)
+    agent.run(["systemctl", "restart", "ec2net-watch.service"], timeout=300, check=True)
 
 
 def build_deb(tree: Path, out_dir: Path) -> Path:

@@ -46,23 +46,48 @@ def _v4(*addrs: str) -> list[ipaddress.IPv4Address]:
     return [ipaddress.IPv4Address(a) for a in addrs]
 
 
+def _v6(*addrs: str) -> list[ipaddress.IPv6Address]:
+    return [ipaddress.IPv6Address(a) for a in addrs]
+
+
+VPC6 = "2600:1f16:292"
+IPV6_ONLY_SUBNET = "subnet-d6"
+
+
 def system_world() -> World:
-    """IPv4 VPC for the guest: the primary (10.0.1.10) in subnet-a; an ENI in subnet-b
-    with two secondaries (device 1); an ENI in the primary's subnet with one secondary
-    (device 2). The client lives in subnet-c, the peer in subnet-a. Both extra ENIs are
-    kept aside by the fabric until attached."""
+    """Dual-stack VPC for the guest (10.0.0.0/16, 2600:1f16:292::/56): the primary
+    (10.0.1.10, ::10) in subnet-a; an ENI in subnet-b with two secondary IPv4 and one
+    IPv6 (device 1); an ENI in the primary's subnet with one secondary IPv4 and one IPv6
+    (device 2). subnet-d6 is IPv6-only (hot-plugged IPv6-only ENIs go there). The
+    client lives in subnet-c, the peer in subnet-a. Both extra ENIs are kept aside by
+    the fabric until attached."""
     subnets = {
-        s: Subnet(s, ipaddress.IPv4Network(f"10.0.{n}.0/24"))
+        s: Subnet(
+            s,
+            ipaddress.IPv4Network(f"10.0.{n}.0/24"),
+            ipaddress.IPv6Network(f"{VPC6}:{n}::/64"),
+        )
         for n, s in ((1, "subnet-a"), (2, "subnet-b"), (3, "subnet-c"))
     }
+    subnets[IPV6_ONLY_SUBNET] = Subnet(
+        IPV6_ONLY_SUBNET, None, ipaddress.IPv6Network(f"{VPC6}:d6::/64")
+    )
     enis = [
-        Eni("eni-0aaaaaaaaaaaaaaa0", PRIMARY_MAC, "subnet-a", 0, ipv4s=_v4("10.0.1.10")),
+        Eni(
+            "eni-0aaaaaaaaaaaaaaa0",
+            PRIMARY_MAC,
+            "subnet-a",
+            0,
+            ipv4s=_v4("10.0.1.10"),
+            ipv6s=_v6(f"{VPC6}:1::10"),
+        ),
         Eni(
             "eni-0bbbbbbbbbbbbbbb1",
             OTHER_SUBNET_MAC,
             "subnet-b",
             1,
             ipv4s=_v4("10.0.2.20", "10.0.2.21", "10.0.2.22"),
+            ipv6s=_v6(f"{VPC6}:2::20"),
         ),
         Eni(
             "eni-0ccccccccccccccc2",
@@ -70,14 +95,16 @@ def system_world() -> World:
             "subnet-a",
             2,
             ipv4s=_v4("10.0.1.30", "10.0.1.31"),
+            ipv6s=_v6(f"{VPC6}:1::30"),
         ),
     ]
     return World(
         vpc_cidr4=[ipaddress.IPv4Network("10.0.0.0/16")],
-        vpc_cidr6=[],
+        vpc_cidr6=[ipaddress.IPv6Network(f"{VPC6}::/56")],
         subnets=subnets,
         enis={e.mac: e for e in enis},
         primary_mac=PRIMARY_MAC,
+        instance_type="m6i.xlarge",  # Nitro, like the guest's NIC naming
     )
 
 
@@ -117,7 +144,8 @@ class VpcGuest:
     def __init__(self, image: Image, workdir: Path, world: Optional[World] = None) -> None:
         self.image = image
         self.workdir = workdir
-        self.fabric = Fabric(world or system_world(), dhcp=True, taps=True, label=LABEL)
+        # ra: router advertisements (default route, M flag for DHCPv6) as in a VPC
+        self.fabric = Fabric(world or system_world(), dhcp=True, ra=True, taps=True, label=LABEL)
         self.vm: Optional[Vm] = None
         self.plugged: dict[str, Plugged] = {}  # by MAC
         self.boot: Optional[BootInfo] = None
@@ -179,10 +207,12 @@ class VpcGuest:
 
     # ------------------------------------------------------------ ENIs
 
+    def used_slots(self) -> set[int]:
+        return {p.slot for p in self.plugged.values()}
+
     def plug(self, eni: Eni) -> Plugged:
         """Attach `eni` in the VPC, then hot-plug its NIC into a free PCI slot."""
-        used = {p.slot for p in self.plugged.values()}
-        slot = next(s for s in HOTPLUG_SLOTS if s not in used)
+        slot = next(s for s in HOTPLUG_SLOTS if s not in self.used_slots())
         self.fabric.attach(eni, f"ens{slot}")
         try:
             dev_id = self.qemu.hotplug_nic(self.fabric.tap_of(eni.mac), eni.mac, slot)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from systest import harness, install
-from systest.image import Image, ensure_image
+from systest.image import EC2NET_VARIANTS, Image, ensure_image
 from systest.qemu import BootInfo, Vm, qemu_usable
 
 PRIMARY_IP = "10.0.1.10"
@@ -31,7 +31,7 @@ def qemu_available() -> None:
 @pytest.fixture
 def variant() -> str:
     """Image variant; a test overrides it with ``@pytest.mark.parametrize("variant", ...)``."""
-    return "networkd"
+    return "bookworm-networkd"
 
 
 @pytest.fixture
@@ -57,6 +57,21 @@ def lan(qemu_available: None, workdir: Path) -> Iterator[harness.Lan]:
         harness.lan(ns, workdir, taps, {harness.PRIMARY_MAC: PRIMARY_IP}) as net,
     ):
         yield net
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # One boot per guest: keep each variant's tests together, in definition order (a
+    # test parametrized indirectly with one variant would otherwise run apart from the
+    # others of that guest and cost a second boot).
+    order = {v: i for i, v in enumerate(EC2NET_VARIANTS)}
+
+    def key(item: pytest.Item) -> tuple[int, str, int]:
+        callspec = getattr(item, "callspec", None)
+        variant = callspec.params.get("guest") if callspec is not None else None
+        path, line, _ = item.location
+        return (order.get(str(variant), -1), path, line or 0)
+
+    items.sort(key=key)
 
 
 @pytest.hookimpl(wrapper=True)

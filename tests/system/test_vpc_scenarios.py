@@ -1,12 +1,15 @@
 """ec2net on a real OS: a Debian guest under QEMU whose NICs sit in ec2sim's simulated
-VPC (taps on the fabric's subnets, IMDS from its simulator, every packet through the
-source/destination check), for both network managers the project renders for.
+VPC (taps on the fabric's subnets, IMDS from its simulator, router advertisements,
+every IPv4 and IPv6 packet through the source/destination check), on Debian 12 and 13,
+each with networkd and with NetworkManager.
 
 One boot per variant is shared by the module (pytest groups the tests by variant), in
-order: install + reboot with two ENIs present, hot-plug/unplug, a secondary IP appearing
-in IMDS, a Docker-style bridge, and a second reboot. Reachability is real TCP from the
-client (another subnet) and the peer (the primary's subnet). Timings are printed
-(`-s`), never asserted.
+order: install + reboot with two ENIs present, hot-plug/unplug (dual-stack ENIs and an
+IPv6-only one), two ENIs at once, a detach while the ENI is being configured, a
+secondary IPv4 and IPv6 appearing in IMDS and then removed, a delegated prefix, a
+Docker-style bridge, a second reboot, and (trixie networkd) the netlink backend under
+networkd. Reachability is real TCP from the client (another subnet) and the peer (the
+primary's subnet), IPv6 included. Timings are printed (`-s`), never asserted.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from typing import Optional
 import pytest
 
 from systest import harness, install, scenarios
-from systest.image import ensure_image
-from systest.vpc import OTHER_SUBNET_MAC, VpcGuest
+from systest.image import EC2NET_VARIANTS, ensure_image, manager_of
+from systest.vpc import IPV6_ONLY_SUBNET, OTHER_SUBNET_MAC, VpcGuest
 
 pytestmark = pytest.mark.system
 
@@ -34,7 +37,7 @@ def _ms(seconds: Optional[float]) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
-@pytest.fixture(scope="module", params=["networkd", "nm"])
+@pytest.fixture(scope="module", params=EC2NET_VARIANTS)
 def guest(
     request: pytest.FixtureRequest, qemu_available: None, ec2net_package: install.Package
 ) -> Iterator[VpcGuest]:
@@ -69,6 +72,10 @@ def _variant(g: VpcGuest) -> str:
     return g.image.variant
 
 
+def _manager(g: VpcGuest) -> str:
+    return manager_of(g.image.variant)
+
+
 def test_boot_with_two_extra_enis(
     guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis
 ) -> None:
@@ -81,14 +88,20 @@ def test_boot_with_two_extra_enis(
     assert r.boot.state == "running", scenarios.failed_units_log(guest, r.boot.failed_units)
     # `backend.name = auto` chose the guest's network manager, which applied our files.
     status = json.loads(guest.agent.run(["ec2net", "status", "--json"], timeout=60).stdout)
-    assert len(status) == 2 and {row["backend"] for row in status} == {_variant(guest)}, status
+    assert len(status) == 2 and {row["backend"] for row in status} == {_manager(guest)}, status
     assert all(row["state"] == "ok" for row in status), status
 
 
 def test_hotplug_and_unplug(guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis) -> None:
     problems = []
-    for subnet, n_ipv4 in (("subnet-b", 3), ("subnet-a", 2)):
-        r, plugged = scenarios.hotplug(guest, subnet, n_ipv4, REACH_TIMEOUT, unplug=False)
+    for subnet, n_ipv4, n_ipv6 in (
+        ("subnet-b", 3, 1),
+        ("subnet-a", 2, 1),
+        (IPV6_ONLY_SUBNET, 0, 2),
+    ):
+        r, plugged = scenarios.hotplug(
+            guest, subnet, n_ipv4, REACH_TIMEOUT, n_ipv6=n_ipv6, unplug=False
+        )
         # The udev rule's part: the ENI's own unit runs (the daemon alone would also
         # configure the ENI, which is why reachability does not prove the rule).
         unit = f"ec2net@{plugged.ifname}.service"
@@ -127,11 +140,67 @@ def _unit_state(guest: VpcGuest, unit: str, want: str, timeout: float = 30.0) ->
         time.sleep(0.5)
 
 
-def test_secondary_ip_from_imds(guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis) -> None:
-    r = scenarios.secondary_ip(guest, OTHER_SUBNET_MAC, 3 * REFRESH_INTERVAL + 30)
+def test_two_enis_hotplugged_at_once(
+    guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis
+) -> None:
+    r = scenarios.two_at_once(guest, REACH_TIMEOUT)
     print(
-        f"\n[{_variant(guest)}] secondary {r.addr} assigned in IMDS: reachable "
-        f"{_ms(r.reach.seconds)} later (refresh.interval {REFRESH_INTERVAL:g} s)"
+        f"\n[{_variant(guest)}] two ENIs at once ({len(r.addrs)} addresses): all reachable "
+        f"{_ms(r.reach.seconds)} after the first device_add, {r.imds_requests} IMDS requests"
+    )
+    state = scenarios.guest_state(guest, UNITS)
+    assert r.reach.ok, f"unreachable: {r.reach.missing}\n{state}"
+    assert r.others_missing == [], state
+    assert r.leftovers == [], state
+
+
+def test_detach_while_configuring(
+    guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis
+) -> None:
+    r = scenarios.detach_while_configuring(guest, REACH_TIMEOUT)
+    print(
+        f"\n[{_variant(guest)}] unplugged {_ms(r.unplugged_after_s)} after device_add; "
+        f"the next ENI on that table reachable {_ms(r.reuse.seconds)}"
+    )
+    state = scenarios.guest_state(guest, UNITS)
+    assert r.leftovers == [], state
+    assert r.failed_units == "", scenarios.failed_units_log(guest, r.failed_units)
+    assert r.others_missing == [], state
+    assert r.reuse.ok, f"unreachable: {r.reuse.missing}\n{state}"
+
+
+@pytest.fixture(scope="module")
+def secondaries(guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis) -> scenarios.Secondary:
+    return scenarios.secondary_ip(guest, OTHER_SUBNET_MAC, 3 * REFRESH_INTERVAL + 30)
+
+
+def test_secondary_ip_from_imds(guest: VpcGuest, secondaries: scenarios.Secondary) -> None:
+    r = secondaries
+    print(
+        f"\n[{_variant(guest)}] secondary {' and '.join(r.addrs)} assigned in IMDS: "
+        f"reachable {_ms(r.reach.seconds)} later (refresh.interval {REFRESH_INTERVAL:g} s)"
+    )
+    assert r.reach.ok, f"unreachable: {r.reach.missing}\n" + scenarios.guest_state(guest, UNITS)
+
+
+def test_secondary_ip_removed_from_imds(guest: VpcGuest, secondaries: scenarios.Secondary) -> None:
+    r = scenarios.remove_secondary(
+        guest, OTHER_SUBNET_MAC, secondaries.addrs, 3 * REFRESH_INTERVAL + 30
+    )
+    print(
+        f"\n[{_variant(guest)}] {' and '.join(r.addrs)} unassigned in IMDS: gone from the "
+        f"guest {_ms(r.gone_s)} later (refresh.interval {REFRESH_INTERVAL:g} s)"
+    )
+    state = scenarios.guest_state(guest, UNITS)
+    assert r.gone_s is not None, f"still in the guest: {r.still}\n{state}"
+    assert r.others_missing == [], state
+
+
+def test_delegated_prefix(guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis) -> None:
+    r = scenarios.delegated_prefix(guest, OTHER_SUBNET_MAC, 3 * REFRESH_INTERVAL + 30)
+    print(
+        f"\n[{_variant(guest)}] prefixes {' and '.join(r.prefixes)} delegated: "
+        f"{' and '.join(r.used)} on lo reachable {_ms(r.reach.seconds)} later"
     )
     assert r.reach.ok, f"unreachable: {r.reach.missing}\n" + scenarios.guest_state(guest, UNITS)
 
@@ -154,3 +223,28 @@ def test_reboot_keeps_everything_reachable(
         f"every address reachable {_ms(r.reach.seconds)} after the reboot request"
     )
     assert r.reach.ok, f"unreachable: {r.reach.missing}\n" + scenarios.guest_state(guest, UNITS)
+
+
+# Only the trixie networkd guest (systemd 257 honours ID_NET_MANAGED_BY): the indirect
+# parameter reuses that variant's module guest, after its other scenarios.
+@pytest.mark.parametrize("guest", ["trixie-networkd"], indirect=True)
+def test_netlink_backend_left_alone_by_networkd(
+    guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis, ec2net_package: install.Package
+) -> None:
+    def switch(g: VpcGuest) -> None:
+        install.switch_backend(g.agent, ec2net_package, "netlink", REFRESH_INTERVAL)
+
+    r = scenarios.netlink_under_networkd(guest, switch, REACH_TIMEOUT)
+    print(
+        f"\n[{_variant(guest)}] netlink backend, networkd matching ens*: reachable "
+        f"{_ms(r.reach.seconds)} after device_add; ID_NET_MANAGED_BY {r.managed_by}; "
+        f"networkd says {r.setup_state}"
+    )
+    state = scenarios.guest_state(guest, UNITS)
+    assert r.reach.ok, f"unreachable: {r.reach.missing}\n{state}"
+    eni_if = next(i for i in r.managed_by if i != "ens5")
+    assert r.managed_by == {eni_if: "ec2net", "ens5": ""}, r.managed_by
+    assert r.setup_state == "unmanaged", r.setup_state
+    assert r.before and r.after_reload == r.before, (r.before, r.after_reload)
+    assert r.after_restart == r.before, (r.before, r.after_restart)
+    assert r.reach_after == [], state
