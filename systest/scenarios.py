@@ -91,6 +91,7 @@ def hotplug(
     *,
     n_ipv6: int = 1,
     unplug: bool = True,
+    tail: float = ATTACH_TAIL,
 ) -> tuple[Hotplug, Plugged]:
     """Attach a fresh ENI and hot-plug its NIC; time until all its addresses (IPv4 and
     IPv6) answer; optionally unplug it and wait until the guest holds nothing for it."""
@@ -101,7 +102,7 @@ def hotplug(
     plugged = g.plug(eni)
     reach = g.wait_reachable(addresses(eni), timeout, since=t0)
     if reach.ok:
-        time.sleep(max(0.0, t0 + (reach.seconds or 0.0) + ATTACH_TAIL - time.monotonic()))
+        time.sleep(max(0.0, t0 + (reach.seconds or 0.0) + tail - time.monotonic()))
     requests = g.imds_requests() - n0
     result = Hotplug(subnet, addresses(eni), reach, requests, g.unreachable(before))
     if unplug:
@@ -175,7 +176,8 @@ class Removal:
     addrs: list[str]
     gone_s: Optional[float]  # IMDS unassignment -> no address or rule left in the guest
     still: list[str]  # what the guest still holds at the timeout
-    others_missing: list[str]  # addresses that answered before and do not now
+    others_missing: list[str]  # addresses that answered before and did not right after
+    others_lasting: list[str]  # of those, the ones still not answering 15 s later
 
 
 def guest_mentions(g: VpcGuest, addrs: list[str]) -> list[str]:
@@ -206,7 +208,12 @@ def remove_secondary(g: VpcGuest, mac: str, addrs: list[str], timeout: float) ->
             gone_s = time.monotonic() - t0
             break
         time.sleep(0.5)
-    return Removal(addrs, gone_s, still, g.unreachable(keep))
+    missing = g.unreachable(keep)
+    lasting: list[str] = []
+    if missing:
+        lost = sorted({m.split()[0] for m in missing})
+        lasting = g.wait_reachable(lost, 15.0).missing
+    return Removal(addrs, gone_s, still, missing, lasting)
 
 
 @dataclass
@@ -377,7 +384,10 @@ def netlink_under_networkd(
     g.agent.run(["systemctl", "restart", "systemd-networkd.service"], timeout=120, check=True)
     time.sleep(3.0)
     after_restart = owned_snapshot(g, p)
-    again = g.unreachable([*addresses(eni), *addresses(g.fabric.world.primary())])
+    again = g.unreachable(addresses(eni))
+    # the primary is networkd's: a restart re-runs its DHCPv6, which takes a moment
+    primary = g.wait_reachable(addresses(g.fabric.world.primary()), timeout)
+    again += primary.missing
     return NetlinkUnderNetworkd(reach, managed, setup, before, after_reload, after_restart, again)
 
 

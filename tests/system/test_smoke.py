@@ -34,7 +34,7 @@ def _wait_primary_address(vm: Vm, timeout: float = 90.0) -> float:
         time.sleep(0.5)
 
 
-@pytest.mark.parametrize("variant", ["bookworm-networkd", "trixie-nm"])
+@pytest.mark.parametrize("variant", ["trixie-nm"])
 def test_boot_dhcp_hotplug_unplug(booted: tuple[Vm, BootInfo], lan: Lan, variant: str) -> None:
     vm, boot = booted
     print(

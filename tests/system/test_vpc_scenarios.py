@@ -100,7 +100,7 @@ def test_hotplug_and_unplug(guest: VpcGuest, booted_with_enis: scenarios.BootWit
         (IPV6_ONLY_SUBNET, 0, 2),
     ):
         r, plugged = scenarios.hotplug(
-            guest, subnet, n_ipv4, REACH_TIMEOUT, n_ipv6=n_ipv6, unplug=False
+            guest, subnet, n_ipv4, REACH_TIMEOUT, n_ipv6=n_ipv6, unplug=False, tail=1.0
         )
         # The udev rule's part: the ENI's own unit runs (the daemon alone would also
         # configure the ENI, which is why reachability does not prove the rule).
@@ -115,7 +115,7 @@ def test_hotplug_and_unplug(guest: VpcGuest, booted_with_enis: scenarios.BootWit
         print(
             f"\n[{_variant(guest)}] hot-plug into {subnet} ({len(r.addrs)} addresses): "
             f"all reachable {_ms(r.reach.seconds)} after device_add, "
-            f"{r.imds_requests} IMDS requests; unplug {_ms(r.unplug_s)}, "
+            f"{r.imds_requests} IMDS requests (to 1 s after); unplug {_ms(r.unplug_s)}, "
             f"clean {_ms(r.clean_s)} after DEVICE_DELETED"
         )
         # every round runs (and is measured) before anything is asserted
@@ -191,9 +191,12 @@ def test_secondary_ip_removed_from_imds(guest: VpcGuest, secondaries: scenarios.
         f"\n[{_variant(guest)}] {' and '.join(r.addrs)} unassigned in IMDS: gone from the "
         f"guest {_ms(r.gone_s)} later (refresh.interval {REFRESH_INTERVAL:g} s)"
     )
+    if r.others_missing:
+        # seen on trixie-nm: NetworkManager's reapply drops the ENI's other IPv6 briefly
+        print(f"  disturbed for a moment: {r.others_missing}")
     state = scenarios.guest_state(guest, UNITS)
     assert r.gone_s is not None, f"still in the guest: {r.still}\n{state}"
-    assert r.others_missing == [], state
+    assert r.others_lasting == [], state
 
 
 def test_delegated_prefix(guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis) -> None:
