@@ -246,7 +246,7 @@ def _cmd_status(ctx: _Context, args: argparse.Namespace) -> int:
     from ec2net.status import collect, format_table  # noqa: PLC0415
 
     rows = collect(ctx.engine())
-    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    print(json.dumps([r.as_json() for r in rows], indent=2) if args.json else format_table(rows))
     return EXIT_OK
 
 

@@ -38,6 +38,7 @@ class Settings:
     propagation_timeout: float = 30.0
     allow_imdsv1: bool = False
     token_ttl: int = 21600
+    imds_fwmark: Optional[int] = None
     backend: str = "auto"
     files_root: str = "/"
     ifcfg_dhcp: bool = False
@@ -63,6 +64,10 @@ def _positive(v: Any) -> Optional[str]:
 
 def _ttl(v: Any) -> Optional[str]:
     return None if 1 <= v <= 21600 else "must be between 1 and 21600"
+
+
+def _fwmark(v: Any) -> Optional[str]:
+    return None if 1 <= v <= 0xFFFFFFFF else "must be between 1 and 0xFFFFFFFF"
 
 
 def _endpoints(v: Any) -> Optional[str]:
@@ -186,6 +191,16 @@ SCHEMA: tuple[Field, ...] = (
         "int",
         "Lifetime in seconds requested for the IMDSv2 session token.",
         _ttl,
+    ),
+    Field(
+        "imds",
+        "fwmark",
+        "imds_fwmark",
+        "int",
+        "Firewall mark (SO_MARK) set on every IMDS socket, for a locked-down IMDS that "
+        "lets only marked sockets through (systemd's locked mode uses 0x7FFF0815). "
+        "Unset: sockets are not marked.",
+        _fwmark,
     ),
     Field(
         "backend",
@@ -317,11 +332,17 @@ def render_default() -> str:
             section = field.section
             out.append(f"[{section}]")
         out.append(f"# {field.doc}")
-        out.append(f"#{field.key} = {_toml_value(getattr(defaults, field.attr))}")
+        value = getattr(defaults, field.attr)
+        # TOML has no null: a key unset by default is shown without a value
+        out.append(
+            f"# {field.key}: unset" if value is None else f"#{field.key} = {_toml_value(value)}"
+        )
     return "\n".join(out) + "\n"
 
 
 def _toml_value(value: Any) -> str:
+    if value is None:
+        return "unset"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

@@ -28,16 +28,15 @@ from ec2net.backends.descriptor import Descriptor
 from ec2net.backends.netlink import NetlinkBackend
 from ec2net.errors import ApplyFailed
 from ec2net.model import (
-    AddressSpec,
     Change,
     ChangeSet,
     Link,
     Op,
     RouteSpec,
-    RuleSpec,
-    rule_of_table,
+    owns,
 )
 from ec2net.render import Files, Renderer, RenderInput, is_ours
+from ec2net.snapshot import Snapshot
 from ec2net.state import write_if_changed
 
 log = logging.getLogger(__name__)
@@ -75,17 +74,8 @@ class FileBackend:
     def links(self) -> list[Link]:
         return self.kernel.links()
 
-    def link(self, name: str) -> Optional[Link]:
-        return self.kernel.link(name)
-
-    def addresses(self, ifname: str) -> set[AddressSpec]:
-        return self.kernel.addresses(ifname)
-
-    def owned_routes(self) -> set[RouteSpec]:
-        return self.kernel.owned_routes()
-
-    def owned_rules(self) -> set[RuleSpec]:
-        return self.kernel.owned_rules()
+    def snapshot(self) -> Snapshot:
+        return self.kernel.snapshot()
 
     def set_up(self, ifname: str) -> bool:
         return self.kernel.set_up(ifname)
@@ -198,13 +188,9 @@ def _leftovers(changes: ChangeSet, intents: Sequence[Intent]) -> Iterator[Change
             continue
         obj = change.obj
         for intent in intents:
-            if isinstance(obj, RuleSpec):
-                mine = rule_of_table(obj, intent.table)
-            elif isinstance(obj, RouteSpec):
-                mine = intent.plan is None and obj.table == intent.table
-            else:
-                mine = obj.ifname == intent.ifname
-            if mine:
+            if isinstance(obj, RouteSpec) and intent.plan is not None:
+                continue
+            if owns(obj, intent.table, intent.ifname):
                 yield change
                 break
 
