@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +245,44 @@ def test_up_down_scan_print_each_result_once(
         "eth1: configured",
         "eth2: unchanged",
     ]
+
+
+class RenderingEngine:
+    """engine.render as far as the CLI sees it: the renderer over the ENIs present."""
+
+    def __init__(self, ifname: str) -> None:
+        self.ifname = ifname
+
+    def render(self, renderer: Any, ifname: Any = None) -> Any:
+        from ec2net.plan import plan
+        from ec2net.render import RenderInput
+        from tests.unit.test_plan import SCENARIOS
+
+        pairs = [(e, replace(ln, name=self.ifname)) for e, ln in SCENARIOS["ipv6"]()]
+        p = plan(pairs).interfaces[0]
+        return renderer(RenderInput(p, pairs[0][1], pairs[0][0]))
+
+
+@pytest.mark.parametrize(
+    ("backend", "ifname", "code"),
+    [("ifcfg", "eth;1", 2), ("nm", "eth;1", 0), ("nm", "a\\b", 2), ("networkd", "a\\b", 0)],
+)
+def test_render_refuses_what_that_backend_would(
+    env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    *,
+    backend: str,
+    ifname: str,
+    code: int,
+) -> None:
+    fake = RenderingEngine(ifname)
+    monkeypatch.setattr(cli._Context, "engine", lambda self, backend=None: fake)
+    assert cli.main(["render", "--backend", backend]) == code
+    out = capsys.readouterr().out
+    if code:
+        assert out == ""
+        assert errors(caplog)[0].startswith(f"{ifname}: backend {backend} cannot configure")
+    else:
+        assert "==> /" in out and ifname in out
