@@ -181,16 +181,20 @@ class Engine:
         one that never propagates costs the scan one propagation timeout, not one each."""
         links = self.backend.links()
         candidates = []
+        out = Outcome()
         for ln in links:
-            skip = self.link_skip(ln)
+            try:
+                skip = self.link_skip(ln)
+            except Ec2NetError as err:  # e.g. a name the manager cannot take: that link only
+                out.fail(ln.name, err)
+                continue
             if skip is None:
                 candidates.append(ln)
             else:
                 log.log(logging.DEBUG if skip.quiet else logging.INFO,
                         "%s: skipped: %s", ln.name, skip.reason)  # fmt: skip
-        out = Outcome()
         wants: list[Want] = []
-        unknown: set[str] = set()  # IMDS failed: keep what they have
+        unknown = {ln.mac for ln in links if ln.name in {r.ifname for r in out.results}}
         for link, got in _parallel(lambda ln: self._wait(ln.mac), candidates):
             if isinstance(got, Ec2NetError):
                 out.fail(link.name, got)
