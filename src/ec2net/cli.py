@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ec2net import __version__
+from ec2net import __version__, backends, sysfiles
 from ec2net import config as config_mod
 from ec2net.errors import EXIT_OK, Ec2NetError, exit_code
 
@@ -82,7 +82,10 @@ def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
         "under DIR at their real paths, for review; without --root, print them.",
     )
     s.add_argument(
-        "--backend", required=True, choices=("ifcfg", "networkd", "nm"), help="file format"
+        "--backend",
+        required=True,
+        choices=[d.name for d in backends.file_backends()],
+        help="file format",
     )
     s.add_argument("--root", metavar="DIR", help="directory standing for /")
     s.add_argument("iface", metavar="IFACE", nargs="?", help="only this interface")
@@ -99,7 +102,7 @@ def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
     s.add_argument("--bindir", help="directory of the ec2net command (default: found on PATH)")
     s.add_argument(
         "--init",
-        choices=("auto", "systemd", "upstart"),
+        choices=sysfiles.INIT_CHOICES,
         help="whose files: systemd (udev rule and units) or upstart (jobs in /etc/init); "
         "auto: systemd if /run/systemd/system exists, else upstart if /sbin/initctl and "
         "/etc/init exist, else systemd. Default: auto, or systemd when --root is given",
@@ -193,7 +196,7 @@ def _cmd_status(ctx: _Context, args: argparse.Namespace) -> int:
     from ec2net.status import collect, format_table  # noqa: PLC0415
 
     rows = collect(ctx.engine())
-    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    print(json.dumps([r.as_json() for r in rows], indent=2) if args.json else format_table(rows))
     return EXIT_OK
 
 
@@ -209,17 +212,25 @@ def _cmd_watch(ctx: _Context, args: argparse.Namespace) -> int:
 
 
 def _cmd_render(ctx: _Context, args: argparse.Namespace) -> int:
-    from ec2net.render import renderers  # noqa: PLC0415
+    from ec2net.render import Files, RenderInput  # noqa: PLC0415
     from ec2net.state import write_if_changed  # noqa: PLC0415
 
+    desc = backends.by_name(args.backend)
+    render = desc.renderer
+    assert render is not None  # choices are the file backends
+
+    def checked(inp: RenderInput) -> Files:
+        desc.check_name(inp.plan.ifname)  # what that backend would refuse
+        return render(inp)
+
     # Reads only: the kernel over netlink, IMDS; writes nothing outside --root.
-    files = ctx.engine("netlink").render(renderers()[args.backend], args.iface)
+    files = ctx.engine("netlink").render(checked, args.iface)
     for path, content in sorted(files.items()):
         if args.root is None:
             print(f"==> {path} <==\n{content}")
         else:
             target = Path(args.root) / path.relative_to("/")
-            write_if_changed(target, content, 0o600 if args.backend == "nm" else 0o644)
+            write_if_changed(target, content, desc.mode)
             print(target)
     return EXIT_OK
 
@@ -234,7 +245,7 @@ def _cmd_install_system_files(ctx: _Context, args: argparse.Namespace) -> int:
         return EXIT_OK
     # A build root (packaging) gets the systemd files unless told otherwise: the build
     # host's init says nothing about the target's.
-    init = args.init or ("systemd" if args.root else "auto")
+    init = args.init or (sysfiles.SYSTEMD if args.root else sysfiles.AUTO)
     for path in install(Path(args.root or "/"), ctx.settings.drivers, args.bindir, init):
         print(path)
     return EXIT_OK

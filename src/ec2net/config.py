@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ec2net import backends
 from ec2net.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -77,7 +78,7 @@ def _endpoints(v: Any) -> Optional[str]:
 
 
 def _backend(v: Any) -> Optional[str]:
-    names = ("auto", "netlink", "ifcfg", "networkd", "nm")
+    names = ("auto", *(d.name for d in backends.DESCRIPTORS))
     return None if v in names else f"must be one of {', '.join(names)}"
 
 
@@ -207,7 +208,9 @@ SCHEMA: tuple[Field, ...] = (
         "backend",
         "str",
         "How changes are applied: auto (the network manager that runs here, else "
-        "netlink), netlink, ifcfg (RHEL network-scripts), networkd or nm (NetworkManager).",
+        "netlink), or one of "
+        + ", ".join(f"{d.name} ({d.title})" for d in backends.DESCRIPTORS)
+        + ".",
         _backend,
     ),
     Field(
@@ -231,7 +234,9 @@ SCHEMA: tuple[Field, ...] = (
         "settle_timeout",
         "settle_timeout",
         "number",
-        "Seconds to wait for networkd or NetworkManager to apply rendered files.",
+        "Seconds to wait for "
+        + " or ".join(d.title for d in backends.DESCRIPTORS if d.settles)
+        + " to apply rendered files.",
         _positive,
     ),
     Field(

@@ -63,6 +63,23 @@ class InterfaceGone(Ec2NetError):
     """The interface does not exist (and has no record to clean up)."""
 
 
+class UnsupportedInterfaceName(Ec2NetError):
+    """The backend's network manager cannot take this interface name (e.g. network-scripts
+    sources ifcfg files as shell); renaming or excluding the interface is the fix."""
+
+    retryable = False
+
+    def __init__(self, ifname: str, backend: str, reason: str) -> None:
+        self.ifname = ifname
+        self.backend = backend
+        self.reason = reason
+        super().__init__(
+            f"{ifname}: backend {backend} cannot configure an interface with this name: it "
+            f"{reason}. Rename the interface, exclude it (interfaces.exclude_names) or "
+            'use backend.name = "netlink"'
+        )
+
+
 class ApplyFailed(Ec2NetError):
     """The kernel refused some changes; a later run may succeed."""
 

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ec2net import cancel
 from ec2net import config as config_mod
 from ec2net.backends import open_backend
 from ec2net.backends.netlink_events import LinkEvent, LinkEvents, Resync
@@ -83,6 +84,8 @@ class Daemon:
             try:
                 with self._engine() as engine:
                     work(engine)
+            except cancel.Cancelled:
+                log.info("%s: stopped before it finished; the next start converges", key)
             except Ec2NetError as err:
                 log.warning("%s: %s", key, err)
             except Exception:
@@ -137,6 +140,7 @@ class Daemon:
 
     # --- main loop ---------------------------------------------------------------------
     def run(self) -> int:
+        cancel.reset()
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
@@ -156,12 +160,15 @@ class Daemon:
             self._loop(events, wake_r)
         finally:
             notify("STOPPING=1")
+            # Every wait a job may be in (propagation, backoff, locks) ends at once; a
+            # job cut short leaves recorded intent the next start converges from.
+            cancel.cancel()
             events.close()
             signal.set_wakeup_fd(previous)
             for sig, h in old.items():
                 signal.signal(sig, h)
             self.pending.clear()
-            self.pool.shutdown(wait=True)
+            self.pool.shutdown(wait=True, cancel_futures=True)
             self._wake = None
             wake_r.close()
             wake_w.close()

@@ -327,8 +327,9 @@ def test_applied_files_are_what_the_engine_plans(scripts: Scripts) -> None:
     scripts.up("eth1")
     inp = scripts.render_input("eth1")
     with NetlinkBackend(scripts.ns) as nl:
-        routes, rules = nl.owned_routes(), nl.owned_rules()
-        have = nl.addresses("eth1")
+        snap = nl.snapshot()
+        routes, rules = snap.routes, snap.rules
+        have = snap.addresses_of(snap.link("eth1"))
         current = Current(
             link_addresses=frozenset(have),
             owned_ips=frozenset(),
