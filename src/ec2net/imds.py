@@ -194,9 +194,6 @@ class ImdsClient:
         retries are spent, ImdsFatal when IMDS refuses us."""
         return decode_body(path, self._with_retries(lambda: self._get_once(META + path)))
 
-    def get_list(self, path: str) -> list[str]:
-        return [line for line in self.get(path).split("\n") if line]
-
     @contextlib.contextmanager
     def budget(self, seconds: float) -> Iterator[None]:
         """Within the block, this thread's requests, retries and backoff all end by
