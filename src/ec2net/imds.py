@@ -255,7 +255,7 @@ class ImdsClient:
             raise ImdsFatal("imds: token request refused (403): IMDS disabled or blocked")
         if status in (400, 405):
             raise ImdsFatal(f"imds: token request rejected ({status})")
-        raise ImdsTransient(f"imds: token request answered {status}")
+        raise ImdsTransient(f"imds: token request answered {status} without a usable token")
 
     def _drop_token(self) -> None:
         self._token = None
