@@ -267,7 +267,8 @@ def parse_eni(mac: str, raw: Mapping[str, str], primary_mac: str) -> EniMetadata
 
 
 def _check_consistent(meta: EniMetadata) -> None:
-    """Addresses and prefixes must lie in the ENI's subnet (EC2 assigns them from it)."""
+    """Addresses and prefixes must lie in the ENI's subnet (EC2 assigns them from it),
+    and the subnet's first four and last IPv4 addresses are the VPC's own."""
     if (meta.ipv4s or meta.ipv4_prefixes) and meta.subnet4 is None:
         raise MetadataError("subnet-ipv4-cidr-block", "", "IPv4 addresses without a subnet")
     if (meta.ipv6s or meta.ipv6_prefixes) and not meta.subnet6:
@@ -277,6 +278,8 @@ def _check_consistent(meta: EniMetadata) -> None:
         for addr in meta.ipv4s:
             if addr not in s4:
                 raise MetadataError("local-ipv4s", str(addr), f"outside subnet {s4}")
+            if int(addr) - int(s4.network_address) < 4 or addr == s4.broadcast_address:
+                raise MetadataError("local-ipv4s", str(addr), f"reserved by the VPC in {s4}")
         for p4 in meta.ipv4_prefixes:
             if not p4.subnet_of(s4):
                 raise MetadataError("ipv4-prefix", str(p4), f"outside subnet {s4}")

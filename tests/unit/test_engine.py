@@ -76,7 +76,7 @@ def test_one_snapshot_per_converge_plus_verify(
     for n in range(2, 7):
         mac = f"02:00:00:00:03:{n:02x}"
         kernel.plug(f"eth{n}", mac, 10 + n)
-        imds.eni(mac, n, [f"10.0.3.{n}"], subnet="10.0.3.0/24")
+        imds.eni(mac, n, [f"10.0.3.{n + 10}"], subnet="10.0.3.0/24")
     e = engine(kernel, imds, tmp_path)
     e.scan()
     assert kernel.snapshots == 2  # the converge's and verify's, for six ENIs

@@ -99,6 +99,8 @@ HTML_404 = (
         ("local-ipv4s", "10.0.2.20\n10.0.2.300", "10.0.2.300"),  # bad IP
         ("local-ipv4s", "10.0.2.20\n10.0.3.20", "outside subnet"),
         ("local-ipv4s", "10.0.2.20\n224.0.0.1", "not an address an ENI can own"),
+        ("local-ipv4s", "10.0.2.1", "reserved"),  # the VPC router
+        ("local-ipv4s", "10.0.2.255", "reserved"),
         ("local-ipv4s", "10.0.2.20\n10.0.2.21\n10.0.2.20", "listed twice"),
         ("local-ipv4s", "10.0.2.20/24", "not an address"),
         ("local-ipv4s", "", "empty"),
