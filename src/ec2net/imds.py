@@ -194,9 +194,6 @@ class ImdsClient:
         retries are spent, ImdsFatal when IMDS refuses us."""
         return decode_body(path, self._with_retries(lambda: self._get_once(META + path)))
 
-    def get_list(self, path: str) -> list[str]:
-        return [line for line in self.get(path).split("\n") if line]
-
     @contextlib.contextmanager
     def budget(self, seconds: float) -> Iterator[None]:
         """Within the block, this thread's requests, retries and backoff all end by
@@ -258,7 +255,7 @@ class ImdsClient:
             raise ImdsFatal("imds: token request refused (403): IMDS disabled or blocked")
         if status in (400, 405):
             raise ImdsFatal(f"imds: token request rejected ({status})")
-        raise ImdsTransient(f"imds: token request answered {status}")
+        raise ImdsTransient(f"imds: token request answered {status} without a usable token")
 
     def _drop_token(self) -> None:
         self._token = None

@@ -53,7 +53,7 @@ def test_one_token_for_many_reads(server: ImdsServer) -> None:
     c = client(server)
     assert c.get("mac") == PRIMARY
     assert c.get("instance-id").startswith("i-")
-    assert c.get_list("network/interfaces/macs/") != []
+    assert f"{PRIMARY}/" in c.get("network/interfaces/macs/").split("\n")
     assert server.log.count("PUT") == 1
     assert server.log.count("GET") == 3
     assert c.stats.total == 4
@@ -198,7 +198,7 @@ class _Fixed(BaseHTTPRequestHandler):
 def serving(body: bytes) -> Iterator[str]:
     handler = type("H", (_Fixed,), {"body": body})
     httpd = HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}"
