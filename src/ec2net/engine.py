@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,7 @@ from ec2net.backends.base import Backend
 from ec2net.config import Settings
 from ec2net.converge import Action, Converger, Outcome, Result
 from ec2net.eligibility import Skip, eni_skip, link_skip
-from ec2net.errors import Ec2NetError, InterfaceGone
+from ec2net.errors import Ec2NetError, InterfaceGone, MetadataError
 from ec2net.imds import ImdsClient
 from ec2net.metadata import EniMetadata, fetch_dynamic, wait_for_eni
 from ec2net.model import ChangeSet, Link
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 # IMDS reads of several ENIs run side by side (scan, refresh), bounded: IMDS limits
 # packets per second per ENI, and one slow ENI must not cost the others its wait.
 IMDS_PARALLEL = 8
+
+_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -66,7 +69,10 @@ class Engine:
             return str(json.loads(path.read_text())["mac"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
-        mac = self.imds.get("mac").strip().lower()
+        raw = self.imds.get("mac")
+        mac = raw.strip().lower()
+        if not _MAC.fullmatch(mac):
+            raise MetadataError("mac", raw, "not a MAC address")
         self.store.ensure()
         write_if_changed(path, json.dumps({"mac": mac}) + "\n")
         return mac

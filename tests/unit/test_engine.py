@@ -340,3 +340,14 @@ def test_a_name_the_backend_refuses_fails_that_link_only(
     with pytest.raises(UnsupportedInterfaceName):
         engine(kernel, imds, tmp_path).scan()
     assert {r.table for r in kernel.routes} == {10001}  # eth1 was configured all the same
+
+
+def test_a_garbled_primary_mac_is_an_error_naming_the_key(
+    tmp_path: Path, kernel: FakeKernel, imds: FakeImds
+) -> None:
+    from ec2net.errors import MetadataError
+
+    imds.tree["mac"] = "<html>oops</html>"
+    with pytest.raises(MetadataError, match="mac"):
+        engine(kernel, imds, tmp_path).up("eth1")
+    assert ours(kernel) == (set(), set(), set())
