@@ -31,6 +31,8 @@ APT_PACKAGES=(
     systemd
     # property-based unit tests (tests/unit/test_properties.py) under /usr/bin/python3
     python3-hypothesis
+    # the metrics tests parse ec2net's output with prometheus_client's parser
+    python3-prometheus-client
 )
 missing=()
 wanted=("${DEMO_PACKAGES[@]}")
