@@ -40,6 +40,9 @@ EPILOG = (
 )
 
 
+STATUS_FORMATS = ("table", "json", "prometheus")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a hint when an option is given on the wrong side of the command
     (`ec2net --json status`): general options go before it, its own after it."""
@@ -100,7 +103,16 @@ def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
     s.add_argument("iface", metavar="IFACE")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s = verb("status", "Show the ENIs ec2net manages and whether their state is intact.")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument(
+        "--format",
+        choices=STATUS_FORMATS,
+        default="table",
+        help="table (default), json, or prometheus (the text exposition format, as the "
+        "daemon keeps it in metrics.textfile, without the daemon's counters)",
+    )
+    s.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="same as --format json"
+    )
     s = verb("metadata", "Print an IMDS meta-data value (as ec2net reads it).")
     s.add_argument(
         "path",
@@ -243,10 +255,16 @@ def _cmd_plan(ctx: _Context, args: argparse.Namespace) -> int:
 
 
 def _cmd_status(ctx: _Context, args: argparse.Namespace) -> int:
+    from ec2net.metrics import exposition  # noqa: PLC0415
     from ec2net.status import collect, format_table  # noqa: PLC0415
 
     rows = collect(ctx.engine())
-    print(json.dumps([r.as_json() for r in rows], indent=2) if args.json else format_table(rows))
+    if args.format == "json":
+        print(json.dumps([r.as_json() for r in rows], indent=2))
+    elif args.format == "prometheus":
+        print(exposition(rows), end="")
+    else:
+        print(format_table(rows))
     return EXIT_OK
 
 

@@ -44,6 +44,7 @@ class Settings:
     ifcfg_dhcp: bool = False
     settle_timeout: float = 20.0
     lock_timeout: float = 60.0
+    metrics_textfile: str = ""
     config_path: str = DEFAULT_CONFIG
     runtime_dir: str = DEFAULT_RUNTIME_DIR
 
@@ -246,6 +247,16 @@ SCHEMA: tuple[Field, ...] = (
         "number",
         "Seconds to wait for another ec2net working on the same interface.",
         _positive,
+    ),
+    Field(
+        "metrics",
+        "textfile",
+        "metrics_textfile",
+        "str",
+        "File the daemon keeps Prometheus metrics in, rewritten after each job and "
+        "refresh, for node_exporter's textfile collector (a *.prom file in its "
+        "directory). Empty: no file.",
+        lambda v: None if v == "" else _absolute(v),
     ),
 )
 

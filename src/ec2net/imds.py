@@ -17,6 +17,7 @@ connects: a locked-down IMDS lets only marked sockets through.
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import http.client
 import json
@@ -119,17 +120,43 @@ class _Token:
     expires: float  # wall clock (shared through the cache file across processes)
 
 
+class RequestOutcome(str, enum.Enum):
+    """How one HTTP exchange with one endpoint ended (the daemon's metrics)."""
+
+    OK = "ok"  # 200
+    ABSENT = "absent"  # 404: an answer, the key does not exist
+    UNAUTHORIZED = "unauthorized"  # 401: the token expired or was revoked
+    REFUSED = "refused"  # 400, 403, 405: retrying will not help
+    ERROR = "error"  # any other status (5xx, 429): transient
+    NO_ANSWER = "no_answer"  # timeout, reset, unreachable
+    PROHIBITED = "prohibited"  # a route forbids IMDS to this socket (imds.fwmark)
+
+    @classmethod
+    def of_status(cls, status: int) -> RequestOutcome:
+        if status == 200:
+            return cls.OK
+        if status == 404:
+            return cls.ABSENT
+        if status == 401:
+            return cls.UNAUTHORIZED
+        return cls.REFUSED if status in (400, 403, 405) else cls.ERROR
+
+
 @dataclass
 class RequestStats:
-    """Counts requests sent; benchmarks and tests read these."""
+    """Counts requests sent and how each ended; benchmarks, tests and metrics read these."""
 
     total: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
+    by_outcome: dict[RequestOutcome, int] = field(default_factory=dict)
 
     def add(self, method: str, path: str) -> None:
         self.total += 1
         key = f"{method} {path}"
         self.by_path[key] = self.by_path.get(key, 0) + 1
+
+    def ended(self, outcome: RequestOutcome) -> None:
+        self.by_outcome[outcome] = self.by_outcome.get(outcome, 0) + 1
 
 
 class _NoAnswer(Exception):
@@ -341,10 +368,14 @@ class ImdsClient:
                     key = path[len(META) :] if path.startswith(META) else path
                     raise MetadataError(key, "", f"answer longer than {MAX_BODY} bytes")
                 self._answered(ep)
+                self._ended(RequestOutcome.of_status(resp.status))
                 return resp.status, body
             except (OSError, http.client.HTTPException) as err:
                 if isinstance(err, OSError) and err.errno in PROHIBITED:
                     prohibited += 1
+                    self._ended(RequestOutcome.PROHIBITED)
+                else:
+                    self._ended(RequestOutcome.NO_ANSWER)
                 errors.append(f"{ep.host}: {err or type(err).__name__}")
             finally:
                 conn.close()
@@ -354,6 +385,10 @@ class ImdsClient:
         if prohibited:
             errors.append(FWMARK_HINT)
         raise _NoAnswer("; ".join(errors))
+
+    def _ended(self, outcome: RequestOutcome) -> None:
+        with self._stats_lock:
+            self.stats.ended(outcome)
 
     def _connection(self, ep: Endpoint, timeout: float) -> http.client.HTTPConnection:
         if self._fwmark is None:
