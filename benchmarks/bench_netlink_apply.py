@@ -79,6 +79,7 @@ def ip_line(obj: NetObject) -> str:
         src = f" src {obj.src}" if obj.src is not None else ""
         scope = " scope link" if obj.scope is Scope.LINK else ""
         return f"route add {obj.dst}{via} dev {obj.ifname} table {obj.table} proto 236{scope}{src}"
+    assert isinstance(obj, RuleSpec)  # the benchmark sets no MTU
     frm = f"from {obj.src}" if obj.src is not None else "from all"
     sup = (
         f" suppress_prefixlength {obj.suppress_prefixlength}"
@@ -111,6 +112,7 @@ def _is_v6(obj: NetObject) -> bool:
         return obj.family is Family.V6
     if isinstance(obj, RouteSpec):
         return obj.dst.version == 6
+    assert isinstance(obj, AddressSpec)  # the benchmark sets no MTU
     return obj.address.version == 6
 
 
@@ -150,7 +152,7 @@ def run_pyroute2(objs: list[NetObject]) -> float:
                 ipr.route(
                     "add", dst=str(o.dst), oif=index[o.ifname], table=o.table, proto=236, **kw
                 )
-            else:
+            elif isinstance(o, RuleSpec):
                 kw = {"family": int(o.family), "FRA_PROTOCOL": 236}
                 if o.src is not None:
                     kw.update(src=str(o.src.network_address), src_len=o.src.prefixlen)

@@ -31,7 +31,7 @@ from ec2net import verify as verifier
 from ec2net.backends.base import Backend
 from ec2net.diff import Delta, changeset
 from ec2net.errors import ApplyFailed, Ec2NetError, TableConflict
-from ec2net.model import AddressSpec, ChangeSet, IPAddress, Op, owns
+from ec2net.model import AddressSpec, ChangeSet, IPAddress, MtuSpec, Op, owns
 from ec2net.snapshot import Snapshot
 from ec2net.state import Phase, Record, Store, eni_to_json
 from ec2net.targets import Target, Want, resolve
@@ -199,6 +199,7 @@ class Converger:
     # --- records -------------------------------------------------------------------
     def _record_intent(self, targets: Sequence[Target], changes: ChangeSet) -> None:
         adding: dict[str, set[IPAddress]] = {}
+        mtu_set = {c.obj.ifname for c in changes.changes if isinstance(c.obj, MtuSpec)}
         for c in changes.changes:
             if c.op is Op.ADD and isinstance(c.obj, AddressSpec):
                 adding.setdefault(c.obj.ifname, set()).add(c.obj.address.ip)
@@ -211,9 +212,14 @@ class Converger:
             assert t.plan is not None and t.link is not None and t.eni is not None
             new = adding.get(t.ifname, set())
             owned = (rec.owned() if rec is not None else frozenset()) | new
+            mtu_before = rec.mtu_before if rec is not None else None
+            first_mtu = t.ifname in mtu_set and mtu_before is None
+            if first_mtu:
+                mtu_before = t.link.mtu
             if (
                 rec is not None
                 and not new
+                and not first_mtu
                 and rec.table == t.table
                 and rec.eni_id == t.plan.eni_id
                 and rec.ifindex == t.link.index
@@ -229,6 +235,7 @@ class Converger:
                     owned_ips=sorted(str(a) for a in owned),
                     metadata=eni_to_json(t.eni),
                     phase=Phase.APPLYING.value,
+                    mtu_before=mtu_before,
                 )
             )
 

@@ -23,7 +23,6 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional, TypeVar
 
-from ec2net import plan as planner
 from ec2net.backends.base import Backend
 from ec2net.config import Settings
 from ec2net.converge import Action, Converger, Outcome, Result
@@ -32,9 +31,10 @@ from ec2net.errors import Ec2NetError, InterfaceGone, MetadataError
 from ec2net.imds import ImdsClient
 from ec2net.metadata import EniMetadata, fetch_dynamic, wait_for_eni
 from ec2net.model import ChangeSet, Link
+from ec2net.plan import PlanOptions
 from ec2net.render import Files, Renderer, RenderInput
 from ec2net.state import Record, Store, write_if_changed
-from ec2net.targets import Want
+from ec2net.targets import Want, resolve
 
 __all__ = ["Action", "Engine", "Result"]
 
@@ -76,6 +76,21 @@ class Engine:
         self.store.ensure()
         write_if_changed(path, json.dumps({"mac": mac}) + "\n")
         return mac
+
+    def want(self, eni: EniMetadata, record: Optional[Record], *, refresh: bool = False) -> Want:
+        """The request to configure `eni`, with what the configuration adds to its plan."""
+        s = self.settings
+        overrides = dict(s.mtu_overrides)
+        choice = overrides.get(eni.eni_id, overrides.get(eni.mac, s.mtu))
+        mtu_from = None
+        mtu: Optional[int] = None
+        if choice == "auto" and not eni.is_primary:
+            mtu_from = self.primary_mac()
+        elif isinstance(choice, int):
+            mtu = choice
+        options = PlanOptions(mtu=mtu, local_prefixes=s.prefixes_local)
+        return Want(eni.mac, eni, record, requires_record=refresh, options=options,
+                    mtu_from=mtu_from)  # fmt: skip
 
     def link_skip(self, link: Link) -> Optional[Skip]:
         return link_skip(link, self.settings, self.backend, self.primary_mac())
@@ -120,7 +135,7 @@ class Engine:
                     return Result(ifname, Action.SKIPPED, detail=skip.reason)
                 log.info("%s: %s; removing what ec2net configured before", ifname, skip.reason)
                 return self._one(Want(link.mac, None, record), dry_run)
-            return self._one(Want(link.mac, eni, record), dry_run)
+            return self._one(self.want(eni, record), dry_run)
 
     def down(self, ifname: str, *, dry_run: bool = False) -> Result:
         links = {ln.mac: ln for ln in self.backend.links()}
@@ -170,8 +185,8 @@ class Engine:
                 return Want(rec.mac, None, rec)
             known = rec.eni()
             if known is None:  # a salvaged record: everything is read again
-                return Want(rec.mac, self._wait(rec.mac), rec, requires_record=True)
-            return Want(rec.mac, fetch_dynamic(self.imds, known), rec, requires_record=True)
+                return self.want(self._wait(rec.mac), rec, refresh=True)
+            return self.want(fetch_dynamic(self.imds, known), rec, refresh=True)
 
         for rec, got in _parallel(read, records):
             if isinstance(got, Ec2NetError):
@@ -208,7 +223,7 @@ class Engine:
                 continue
             skip = eni_skip(got, self.settings, self.backend)
             if skip is None:
-                wants.append(Want(link.mac, got, None))
+                wants.append(self.want(got, None))
         wanted = {w.mac for w in wants}
         for rec in self.store.records():
             if rec.mac not in wanted and rec.mac not in unknown:
@@ -233,7 +248,9 @@ class Engine:
                 level = logging.INFO if ifname and skip and not skip.quiet else logging.DEBUG
                 log.log(level, "%s: skipped: %s", link.name, skip.reason if skip else "")
                 continue
-            plan = planner.plan_interface(eni, link)
+            target = resolve(self.want(eni, None), snap)
+            assert target.plan is not None
+            plan = target.plan
             files.update(renderer(RenderInput(plan, link, eni, self.settings.ifcfg_dhcp)))
         return files
 

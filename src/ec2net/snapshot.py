@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ec2net.model import AddressSpec, Link, RouteSpec, RuleSpec, eni_table_of
+from ec2net.model import AddressSpec, Link, RouteKind, RouteSpec, RuleSpec, eni_table_of
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,12 @@ class Snapshot:
 
     def routes_of(self, table: int) -> frozenset[RouteSpec]:
         return frozenset(r for r in self.routes if eni_table_of(r) == table)
+
+    def local_routes_of(self, ifname: str) -> frozenset[RouteSpec]:
+        """Our local (AnyIP) routes on this link: owned by interface, not by table."""
+        return frozenset(
+            r for r in self.routes if r.kind is RouteKind.LOCAL and r.ifname == ifname
+        )
 
     def rules_of(self, table: int) -> frozenset[RuleSpec]:
         return frozenset(r for r in self.rules if eni_table_of(r) == table)

@@ -254,8 +254,8 @@ class RenderingEngine:
         self.ifname = ifname
 
     def render(self, renderer: Any, ifname: Any = None) -> Any:
-        from ec2net.plan import plan
         from ec2net.render import RenderInput
+        from tests.unit.planning import plan
         from tests.unit.test_plan import SCENARIOS
 
         pairs = [(e, replace(ln, name=self.ifname)) for e, ln in SCENARIOS["ipv6"]()]

@@ -42,6 +42,8 @@ def test_readme_config_table_lists_every_key_with_its_default() -> None:
     expected = {}
     for field in SCHEMA:
         value = getattr(defaults, field.attr)
+        if field.kind == "mtu_table":
+            value = dict(value)
         expected[f"{field.section}.{field.key}"] = (
             list(value) if isinstance(value, tuple) else value
         )

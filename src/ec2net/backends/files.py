@@ -31,6 +31,7 @@ from ec2net.model import (
     Change,
     ChangeSet,
     Link,
+    MtuSpec,
     Op,
     RouteSpec,
     owns,
@@ -182,11 +183,15 @@ def _leftovers(changes: ChangeSet, intents: Sequence[Intent]) -> Iterator[Change
     the rules of a .network file that is gone (they turn foreign, and foreign rules are
     kept, see docs/backends.md); a removed secondary address or its rules may likewise
     stay. Routes of a kept ENI are left to the manager: NetworkManager adds its own to
-    the ENI's table and would add them back."""
+    the ENI's table and would add them back. On removal, the MTU the link had before."""
+    removing = {i.ifname for i in intents if i.plan is None}
     for change in changes.changes:
+        obj = change.obj
+        if isinstance(obj, MtuSpec) and obj.ifname in removing:
+            yield change  # the MTU set back on removal: no file of ours says it any more
+            continue
         if change.op is not Op.DEL:
             continue
-        obj = change.obj
         for intent in intents:
             if isinstance(obj, RouteSpec) and intent.plan is not None:
                 continue

@@ -397,6 +397,16 @@ def link_up_request(index: int) -> Request:
     return msg
 
 
+def link_mtu_request(index: int, mtu: int) -> Request:
+    msg = ifinfmsg()
+    header = msg["header"]
+    header["type"], header["flags"] = RTM_NEWLINK, F_DEL  # a plain acked request
+    msg["family"], msg["ifi_type"], msg["index"] = 0, 0, index
+    msg["flags"], msg["change"] = 0, 0
+    msg["attrs"] = [("IFLA_MTU", mtu)]
+    return msg
+
+
 def address_request(op: Op, spec: AddressSpec, index: int) -> Request:
     addr = spec.address
     text = str(addr.ip)
@@ -450,7 +460,7 @@ def route_request(
     msg["table"] = _table_byte(spec.table)
     msg["proto"] = proto if op is Op.DEL else RTPROT_EC2NET  # on delete: only ours
     msg["scope"] = spec.scope
-    msg["type"] = RTN_UNICAST
+    msg["type"] = int(spec.kind)  # RTN_UNICAST or RTN_LOCAL (same numbers)
     attrs: list[tuple[str, Any]] = [("RTA_TABLE", spec.table)]
     if dst.prefixlen:
         attrs.append(("RTA_DST", str(dst.network_address)))
