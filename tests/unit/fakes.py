@@ -102,8 +102,7 @@ class FakeKernel:
 
     def _one(self, op: Op, obj: object) -> None:
         if isinstance(obj, MtuSpec):
-            link = self.links_[obj.ifname]
-            self.links_[obj.ifname] = replace(link, mtu=obj.mtu)
+            self.links_[obj.ifname] = replace(self.links_[obj.ifname], mtu=obj.mtu)
         elif isinstance(obj, AddressSpec):
             link = self.links_.get(obj.ifname)
             if link is None:
