@@ -119,9 +119,13 @@ def _local_routes(eni: EniMetadata, link: Link) -> list[RouteSpec]:
     sockets, and the replies' source rules send them out by the ENI."""
     prefixes: list[IPNetwork] = [*eni.ipv4_prefixes, *eni.ipv6_prefixes]
     return [
-        RouteSpec(TABLE_LOCAL, p, link.name, scope=Scope.HOST, kind=RouteKind.LOCAL)
+        # IPv6 routes have no scope (the kernel reports universe); IPv4 local is host.
+        RouteSpec(TABLE_LOCAL, p, link.name, scope=_LOCAL_SCOPE[p.version], kind=RouteKind.LOCAL)
         for p in prefixes
     ]
+
+
+_LOCAL_SCOPE = {4: Scope.HOST, 6: Scope.UNIVERSE}
 
 
 def plan_interface(
