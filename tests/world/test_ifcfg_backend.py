@@ -398,7 +398,7 @@ def test_ifdown_and_ifup_of_what_ec2net_wrote_match_ec2net(scripts: Scripts) -> 
     assert kernel_state(inst, "eth1")["rules-6"] == applied["rules-6"]
     assert kernel_state(inst, "eth1")["addresses"] == applied["addresses"]
     plan = inst.ec2net("plan", "eth1")
-    assert "unchanged" in plan.stdout, plan.stdout
+    assert "nothing to change" in plan.stdout, plan.stdout
     inst.ec2net("down", "eth1")
     assert not scripts.file("ifcfg-eth1").exists()
     assert kernel_state(inst, "eth1")["rules-4"] == empty["rules-4"]
