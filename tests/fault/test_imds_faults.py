@@ -151,7 +151,7 @@ def test_imds_fault(fault: Fault, worlds: Callable[..., FaultWorld], refs: Refer
         try:
             return run_cell(
                 worlds(), refs, c, fault.inject, rides_out=fault.rides_out,
-                expected_rc=fault.expected_rc, message_has="imds", one_token=fault.one_token,
+                expected_rc=fault.expected_rc, message_has=("imds",), one_token=fault.one_token,
             )  # fmt: skip
         except AssertionError as err:
             c.fail(str(err))
