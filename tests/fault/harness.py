@@ -192,6 +192,7 @@ class FaultWorld:
     tmp: Path
     probe: PrimaryProbe
     daemons: list[subprocess.Popen[str]] = field(default_factory=list)
+    monitor: Optional[subprocess.Popen[bytes]] = None
 
     @property
     def ns(self) -> str:
@@ -276,7 +277,20 @@ class FaultWorld:
             raise AssertionError(f"ec2net watch still running {bound}s after SIGTERM") from None
         return time.monotonic() - started
 
+    def start_monitor(self) -> None:
+        """`ip monitor` of addresses, rules and routes (unbuffered lines on stdout)."""
+        argv = ["ip", "-n", self.ns, "monitor", "address", "rule", "route"]
+        self.monitor = subprocess.Popen(argv, stdout=subprocess.PIPE, bufsize=0)
+        time.sleep(0.05)  # subscribed before anything changes
+
+    def stop_monitor(self) -> None:
+        if self.monitor is not None:
+            self.monitor.kill()  # by its pid
+            self.monitor.communicate(timeout=5)
+            self.monitor = None
+
     def close(self) -> None:
+        self.stop_monitor()
         self.probe.stop()
         for proc in self.daemons:
             if proc.poll() is None:
