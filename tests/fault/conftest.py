@@ -106,8 +106,10 @@ def worlds(
     made: list[FaultWorld] = []
     seq = itertools.count()
 
-    def factory(foreign: bool = True) -> FaultWorld:
-        fw = new_world(tmp_path / f"w{next(seq)}", make_world, foreign=foreign)
+    def factory(foreign: bool = True, extra_enis: int = 0) -> FaultWorld:
+        fw = new_world(
+            tmp_path / f"w{next(seq)}", make_world, foreign=foreign, extra_enis=extra_enis
+        )
         made.append(fw)
         return fw
 

@@ -37,9 +37,13 @@ DAEMON_STOP_BOUND = 5.0  # generous over the daemon's documented 2 s
 _A4, _A6 = ipaddress.IPv4Address, ipaddress.IPv6Address
 
 
-def fault_world() -> World:
-    """default_world with more addresses on eth1 (wider crash windows) and a fixed
-    third ENI, so that two fresh worlds give byte-identical state."""
+def extra_mac(k: int) -> str:
+    return f"02:00:0a:00:03:{k:02x}"
+
+
+def fault_world(extra_enis: int = 0) -> World:
+    """default_world with more addresses on eth1 (wider crash windows), a fixed third
+    ENI and `extra_enis` more (eth3...), so two fresh worlds give identical state."""
     w = default_world()
     second = w.enis[SECOND]
     second.ipv4s = [_A4(f"10.0.2.{n}") for n in range(20, 32)]
@@ -53,6 +57,16 @@ def fault_world() -> World:
         ipv6s=[_A6("2600:1f16:292:2::40")],
     )
     w.enis[THIRD] = third
+    for k in range(extra_enis):
+        eni = Eni(
+            eni_id=f"eni-0ddddddddddddd{k:03d}",
+            mac=extra_mac(k),
+            subnet_id="subnet-b",
+            device_number=3 + k,
+            ipv4s=[_A4(f"10.0.2.{100 + 4 * k + n}") for n in range(3)],
+            ipv6s=[_A6(f"2600:1f16:292:2::1{k:02x}")],
+        )
+        w.enis[eni.mac] = eni
     return w
 
 
@@ -299,8 +313,10 @@ class FaultWorld:
                 proc.communicate(timeout=5)
 
 
-def new_world(tmp: Path, make: Callable[..., Fabric], *, foreign: bool = True) -> FaultWorld:
-    fabric = make(world=fault_world(), attach=[(SECOND, "eth1")])
+def new_world(
+    tmp: Path, make: Callable[..., Fabric], *, foreign: bool = True, extra_enis: int = 0
+) -> FaultWorld:
+    fabric = make(world=fault_world(extra_enis), attach=[(SECOND, "eth1")])
     # One service behind both endpoints: tokens valid on either (as on EC2).
     if fabric.imds is not None and fabric.imds6 is not None:
         fabric.imds6.tokens = fabric.imds.tokens
