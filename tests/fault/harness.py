@@ -279,17 +279,23 @@ class FaultWorld:
         self.daemons.append(proc)
         return proc
 
-    def stop_daemon(self, proc: subprocess.Popen[str], bound: float = DAEMON_STOP_BOUND) -> float:
-        """SIGTERM and wait; returns the seconds to exit (raises if past `bound`)."""
+    def stop_daemon(
+        self, proc: subprocess.Popen[str], bound: float = DAEMON_STOP_BOUND, measure: float = 0.0
+    ) -> float:
+        """SIGTERM and wait; returns the seconds to exit. Past `bound` it raises, after
+        waiting up to `measure` more seconds so the message says how long it took."""
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=bound)
+            proc.wait(timeout=bound + measure)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            raise AssertionError(f"ec2net watch still running {bound}s after SIGTERM") from None
-        return time.monotonic() - started
+        took = time.monotonic() - started
+        if took > bound:
+            late = f"exited after {took:.1f} s" if took < bound + measure else "killed"
+            raise AssertionError(f"ec2net watch still running {bound}s after SIGTERM ({late})")
+        return took
 
     def start_monitor(self) -> None:
         """`ip monitor` of addresses, rules and routes (unbuffered lines on stdout)."""
