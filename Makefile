@@ -1,5 +1,6 @@
 # Packages and man pages from this tree (not from git: uncommitted files are included;
-# .venv, dist, build output and caches are not). As root on Debian after tools/setup.sh.
+# .venv, dist, build output and caches are not). As root on Debian after tools/setup.sh
+# (check-packages and systemtest run it themselves).
 # Artifacts go into $(DIST); builds run in temporary directories under /tmp, so nothing
 # else in the checkout or on the machine is written.
 #
@@ -7,7 +8,8 @@
 #   make rpm            dist/ec2-net-utils-VERSION-1.noarch.rpm (systemd)
 #   make rpm-el6        dist/ec2-net-utils-VERSION-1.el6.noarch.rpm (upstart, RHEL 6)
 #   make deb            dist/ec2-net-utils_VERSION_all.deb (+ .changes, .dsc, source)
-#   make man            dist/man/ec2net.8, dist/man/ec2net.toml.5
+#   make man            dist/man/ec2net.8, ec2net.toml.5 (and ec2ifup.8, ec2ifdown.8,
+#                       ec2ifscan.8, which point to ec2net.8)
 #   make packages       wheel, rpm and deb
 #   make check-packages build all of them and check their contents (tests/package)
 #   make systemtest     the QEMU system tier
@@ -78,11 +80,15 @@ man:
 
 packages: wheel rpm deb
 
+# Both run pytest from .venv: tools/setup.sh makes it (and installs the Debian packages)
+# on a fresh checkout, as tools/test does; on a set-up machine it installs nothing.
 check-packages:
+	tools/setup.sh
 	.venv/bin/python -m pytest -q -p no:cacheprovider -m package tests/package
 
 systemtest:
-	.venv/bin/python -m pytest -q -s -m system tests/system
+	tools/setup.sh
+	.venv/bin/python -m pytest -q -p no:cacheprovider -s -m system tests/system
 
 clean:
 	rm -rf $(DIST)

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from ec2sim.world import Eni, IPv4Addr, IPv4Net, IPv6Addr, IPv6Net, Subnet, World
+from ec2sim.world import Eni, IPv4Addr, IPv4Net, IPv6Addr, IPv6Net, Subnet, World, lease_for
 
 IMDS_V4 = "169.254.169.254"
 IMDS_V6 = "fd00:ec2::254"
@@ -224,9 +224,12 @@ def proxy_lines(
 def boot_lines(world: World, eni: Eni) -> list[str]:
     """eth0 as an AMI's boot networking leaves it: the primary address with its prefix
     route, default via the subnet gateway, a link-scope route to IMDS, and the IPv6
-    address with default via the router's link-local address."""
+    address with default via the router's link-local address. In an IPv6-only subnet:
+    the 169.254.x.x/32 lease alone (no route: IMDS answers only over IPv6 there)."""
     s = world.subnet_of(eni)
     lines = ["link set lo up", "link set eth0 up"]
+    if eni.lease4 is not None:
+        lines.append(f"addr add {eni.lease4}/32 dev eth0")
     if eni.ipv4s and s.cidr4 is not None:
         lines += [
             f"addr add {eni.ipv4s[0]}/{s.cidr4.prefixlen} dev eth0",
@@ -294,12 +297,14 @@ def allocate_eni(
                 v6.append(cand6)
             n += 1
     eni_id = "eni-0" + "".join(random.choice("0123456789abcdef") for _ in range(16))
+    mac = random_mac(e.mac for e in known)
     return Eni(
         eni_id=eni_id,
-        mac=random_mac(e.mac for e in known),
+        mac=mac,
         subnet_id=subnet_id,
         device_number=device_number,
         network_card=network_card,
         ipv4s=v4,
         ipv6s=v6,
+        lease4=lease_for(mac) if subnet.ipv6_only else None,
     )

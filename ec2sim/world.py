@@ -33,6 +33,10 @@ class Subnet:
         assert self.cidr4 is not None
         return self.cidr4.network_address + 1
 
+    @property
+    def ipv6_only(self) -> bool:
+        return self.cidr4 is None
+
 
 @dataclass
 class Eni:
@@ -50,6 +54,9 @@ class Eni:
     detached_at: Optional[float] = None
     # per-ENI override of World.propagation_delay
     propagation_delay: Optional[float] = None
+    # In an IPv6-only subnet EC2's DHCPv4 still leases the ENI a 169.254.x.x/32: on the
+    # link, never in IMDS, and not ec2net's to touch.
+    lease4: Optional[IPv4Addr] = None
 
 
 @dataclass
@@ -154,6 +161,7 @@ class World:
                         "ipv6s": [str(a) for a in e.ipv6s],
                         "ipv4_prefixes": [str(a) for a in e.ipv4_prefixes],
                         "ipv6_prefixes": [str(a) for a in e.ipv6_prefixes],
+                        "lease4": str(e.lease4) if e.lease4 is not None else None,
                     }
                     for e in self.enis.values()
                     if e.detached_at is None
@@ -191,6 +199,7 @@ class World:
                 ipv6s=[ipaddress.IPv6Address(a) for a in e.get("ipv6s", [])],
                 ipv4_prefixes=[ipaddress.IPv4Network(a) for a in e.get("ipv4_prefixes", [])],
                 ipv6_prefixes=[ipaddress.IPv6Network(a) for a in e.get("ipv6_prefixes", [])],
+                lease4=ipaddress.IPv4Address(e["lease4"]) if e.get("lease4") else None,
             )
             for e in data["enis"]
         }
@@ -265,4 +274,71 @@ def default_world() -> World:
         subnets=subnets,
         enis={primary.mac: primary, second.mac: second},
         primary_mac=primary.mac,
+    )
+
+
+def lease_for(mac: str) -> IPv4Addr:
+    """The 169.254.x.x/32 lease of an ENI in an IPv6-only subnet, from its MAC (never
+    IMDS's own 169.254.169.254, nor a .0 or .255)."""
+    b = [int(x, 16) for x in mac.split(":")]
+    third, fourth = b[4] % 254 + 1, b[5] % 254 + 1
+    if (third, fourth) == (169, 254):
+        fourth = 253
+    return ipaddress.IPv4Address(f"169.254.{third}.{fourth}")
+
+
+def ipv6_only_world() -> World:
+    """An IPv6-only instance: its primary ENI (::10, with a 169.254 lease) sits in
+    IPv6-only subnet-a6, without an IPv4 route to IMDS, which it reaches only at
+    [fd00:ec2::254]. The VPC keeps its IPv4 CIDR (EC2 VPCs always have one).
+
+    Subnets: a6 (2600:1f16:292:a6::/64) and b6 (2600:1f16:292:b6::/64) IPv6-only,
+    c (10.0.3.0/24 + ::3, clients) and d (10.0.4.0/24 + ::4) dual-stack. Listed ENIs
+    besides the primary: eni-1 in b6 (IPv6-only, ::20 and ::21), eni-2 in d
+    (dual-stack: 10.0.4.20, .21 and ::20).
+    """
+    v6 = ipaddress.IPv6Network("2600:1f16:292::/56")
+
+    def net6(tag: str) -> IPv6Net:
+        return ipaddress.IPv6Network(f"2600:1f16:292:{tag}::/64")
+
+    subnets = {
+        "subnet-a6": Subnet("subnet-a6", None, net6("a6")),
+        "subnet-b6": Subnet("subnet-b6", None, net6("b6")),
+        "subnet-c": Subnet("subnet-c", ipaddress.IPv4Network("10.0.3.0/24"), net6("3")),
+        "subnet-d": Subnet("subnet-d", ipaddress.IPv4Network("10.0.4.0/24"), net6("4")),
+    }
+    primary_mac = "02:00:0a:00:a6:0a"
+    primary = Eni(
+        eni_id="eni-0aaaaaaaaaaaaaa60",
+        mac=primary_mac,
+        subnet_id="subnet-a6",
+        device_number=0,
+        ipv6s=[ipaddress.IPv6Address("2600:1f16:292:a6::10")],
+        lease4=lease_for(primary_mac),
+    )
+    second_mac = "02:00:0a:00:b6:14"
+    second = Eni(
+        eni_id="eni-0bbbbbbbbbbbbbb61",
+        mac=second_mac,
+        subnet_id="subnet-b6",
+        device_number=1,
+        ipv6s=[ipaddress.IPv6Address(f"2600:1f16:292:b6::{n}") for n in (20, 21)],
+        lease4=lease_for(second_mac),
+    )
+    dual = Eni(
+        eni_id="eni-0ddddddddddddddd2",
+        mac="02:00:0a:00:04:14",
+        subnet_id="subnet-d",
+        device_number=2,
+        ipv4s=[ipaddress.IPv4Address(f"10.0.4.{n}") for n in (20, 21)],
+        ipv6s=[ipaddress.IPv6Address("2600:1f16:292:4::20")],
+    )
+    return World(
+        vpc_cidr4=[ipaddress.IPv4Network("10.0.0.0/16")],
+        vpc_cidr6=[v6],
+        subnets=subnets,
+        enis={e.mac: e for e in (primary, second, dual)},
+        primary_mac=primary.mac,
+        instance_type="m6i.xlarge",  # Nitro: the IPv6 endpoint exists only there
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -20,8 +21,17 @@ SECOND = "02:00:0a:00:02:14"
 
 def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ec2net-demo-"))
+    try:
+        return demo(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def demo(tmp: Path) -> int:
     config = tmp / "ec2net.toml"
-    config.write_text('[interfaces]\ndrivers = ["veth"]\n')
+    # netlink explicitly: `auto` would pick a network manager running on this host and
+    # write its files outside the demo's namespaces.
+    config.write_text('[interfaces]\ndrivers = ["veth"]\n[backend]\nname = "netlink"\n')
     env = {
         **os.environ,
         "EC2NET_CONFIG": str(config),
@@ -67,8 +77,11 @@ def main() -> int:
         print("\nENI detached; a scan removes everything ec2net added:")
         f.detach(SECOND)
         ec2net("scan")
-        print(f"$ ip -n {inst} rule show proto 236")
-        print(f.ip(inst, "rule", "show", "proto", "236").rstrip() or "  (none)")
+        # `ip rule show proto 236` would list the kernel's default rules too (they
+        # carry no protocol attribute), so filter the lines.
+        print(f"$ ip -n {inst} rule | grep 'proto 236'")
+        ours = [line for line in f.ip(inst, "rule").splitlines() if "proto 236" in line]
+        print("\n".join(ours) or "  (none)")
     print("\nworld removed")
     return 0
 

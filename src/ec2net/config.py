@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ec2net import backends
 from ec2net.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -37,11 +38,13 @@ class Settings:
     propagation_timeout: float = 30.0
     allow_imdsv1: bool = False
     token_ttl: int = 21600
+    imds_fwmark: Optional[int] = None
     backend: str = "auto"
     files_root: str = "/"
     ifcfg_dhcp: bool = False
     settle_timeout: float = 20.0
     lock_timeout: float = 60.0
+    metrics_textfile: str = ""
     config_path: str = DEFAULT_CONFIG
     runtime_dir: str = DEFAULT_RUNTIME_DIR
 
@@ -64,6 +67,10 @@ def _ttl(v: Any) -> Optional[str]:
     return None if 1 <= v <= 21600 else "must be between 1 and 21600"
 
 
+def _fwmark(v: Any) -> Optional[str]:
+    return None if 1 <= v <= 0xFFFFFFFF else "must be between 1 and 0xFFFFFFFF"
+
+
 def _endpoints(v: Any) -> Optional[str]:
     for url in v:
         if not (url.startswith("http://")):
@@ -72,7 +79,7 @@ def _endpoints(v: Any) -> Optional[str]:
 
 
 def _backend(v: Any) -> Optional[str]:
-    names = ("auto", "netlink", "ifcfg", "networkd", "nm")
+    names = ("auto", *(d.name for d in backends.DESCRIPTORS))
     return None if v in names else f"must be one of {', '.join(names)}"
 
 
@@ -187,12 +194,24 @@ SCHEMA: tuple[Field, ...] = (
         _ttl,
     ),
     Field(
+        "imds",
+        "fwmark",
+        "imds_fwmark",
+        "int",
+        "Firewall mark (SO_MARK) set on every IMDS socket, for a locked-down IMDS that "
+        "lets only marked sockets through (systemd's locked mode uses 0x7FFF0815). "
+        "Unset: sockets are not marked.",
+        _fwmark,
+    ),
+    Field(
         "backend",
         "name",
         "backend",
         "str",
         "How changes are applied: auto (the network manager that runs here, else "
-        "netlink), netlink, ifcfg (RHEL network-scripts), networkd or nm (NetworkManager).",
+        "netlink), or one of "
+        + ", ".join(f"{d.name} ({d.title})" for d in backends.DESCRIPTORS)
+        + ".",
         _backend,
     ),
     Field(
@@ -216,7 +235,9 @@ SCHEMA: tuple[Field, ...] = (
         "settle_timeout",
         "settle_timeout",
         "number",
-        "Seconds to wait for networkd or NetworkManager to apply rendered files.",
+        "Seconds to wait for "
+        + " or ".join(d.title for d in backends.DESCRIPTORS if d.settles)
+        + " to apply rendered files.",
         _positive,
     ),
     Field(
@@ -226,6 +247,16 @@ SCHEMA: tuple[Field, ...] = (
         "number",
         "Seconds to wait for another ec2net working on the same interface.",
         _positive,
+    ),
+    Field(
+        "metrics",
+        "textfile",
+        "metrics_textfile",
+        "str",
+        "File the daemon keeps Prometheus metrics in, rewritten after each job and "
+        "refresh, for node_exporter's textfile collector (a *.prom file in its "
+        "directory). Empty: no file.",
+        lambda v: None if v == "" else _absolute(v),
     ),
 )
 
@@ -312,11 +343,17 @@ def render_default() -> str:
             section = field.section
             out.append(f"[{section}]")
         out.append(f"# {field.doc}")
-        out.append(f"#{field.key} = {_toml_value(getattr(defaults, field.attr))}")
+        value = getattr(defaults, field.attr)
+        # TOML has no null: a key unset by default is shown without a value
+        out.append(
+            f"# {field.key}: unset" if value is None else f"#{field.key} = {_toml_value(value)}"
+        )
     return "\n".join(out) + "\n"
 
 
 def _toml_value(value: Any) -> str:
+    if value is None:
+        return "unset"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

@@ -24,10 +24,15 @@ class ConfigError(Ec2NetError):
 class MetadataError(Ec2NetError):
     """IMDS returned a value that does not parse; nothing was applied."""
 
+    # A value can be thousands of lines; the message keeps its start.
+    SHOWN = 80
+
     def __init__(self, key: str, value: str, reason: str) -> None:
-        super().__init__(f"metadata {key}={value!r}: {reason}")
+        shown = value if len(value) <= self.SHOWN else value[: self.SHOWN] + "..."
+        super().__init__(f"metadata {key}={shown!r}: {reason}")
         self.key = key
         self.value = value
+        self.reason = reason
 
 
 class ImdsError(Ec2NetError):
@@ -58,8 +63,21 @@ class InterfaceGone(Ec2NetError):
     """The interface does not exist (and has no record to clean up)."""
 
 
-class NotAnEni(Ec2NetError):
-    """The interface is excluded by configuration or is not an ENI; nothing to do."""
+class UnsupportedInterfaceName(Ec2NetError):
+    """The backend's network manager cannot take this interface name (e.g. network-scripts
+    sources ifcfg files as shell); renaming or excluding the interface is the fix."""
+
+    retryable = False
+
+    def __init__(self, ifname: str, backend: str, reason: str) -> None:
+        self.ifname = ifname
+        self.backend = backend
+        self.reason = reason
+        super().__init__(
+            f"{ifname}: backend {backend} cannot configure an interface with this name: it "
+            f"{reason}. Rename the interface, exclude it (interfaces.exclude_names) or "
+            'use backend.name = "netlink"'
+        )
 
 
 class ApplyFailed(Ec2NetError):

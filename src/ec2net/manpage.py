@@ -5,6 +5,13 @@ and argument, including ones added later, appears with the same help text;
 ec2net.toml(5) walks `ec2net.config.SCHEMA` (every section and key with its type,
 default and doc) and shows the commented default file the packages install. The
 packages run `python3 -m ec2net.manpage --out DIR` at build time.
+
+Why not argparse-manpage (PyPI 4.x; Debian 12 ships 1.2.2 as python3-argparse-manpage):
+it would replace only the ec2net(8) walker below (~150 lines), not ec2net.toml(5),
+so the groff helpers stay anyway. Its page has none of our sections (exit status,
+environment, files, compatibility commands) without post-processing, the two
+versions differ in API and output, and it would become a build dependency of the
+.deb, the RPM (EL6 has no package of it) and `make man`. It costs more than it saves.
 """
 
 from __future__ import annotations

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, TypeVar
 
+from ec2net import cancel
 from ec2net.errors import ImdsAbsent, ImdsNotYet, MetadataError
 from ec2net.imds import ImdsClient
+from ec2net.model import MAX_NETWORK_CARDS
 
 log = logging.getLogger(__name__)
 
@@ -60,86 +63,236 @@ class EniMetadata:
         """Position that numbers the ENI's table and rule priorities."""
         return 100 * self.network_card + self.device_number
 
-    @property
-    def gateway4(self) -> Optional[IPv4Address]:
-        return self.subnet4.network_address + 1 if self.subnet4 is not None else None
 
+# Lines accepted per key. EC2's largest types allow 50 private IPv4 and 50 IPv6
+# addresses per ENI (delegated prefixes count against the same limit), a VPC up to 50
+# IPv4 and 5 IPv6 CIDR blocks, a subnet one block per family. Twice that leaves room
+# for types to come; a longer list is a broken answer, and parsing thousands of lines
+# into thousands of rules is what must never happen.
+MAX_LINES = {
+    "device-number": 1,
+    "network-card": 1,
+    "interface-id": 1,
+    "subnet-ipv4-cidr-block": 1,
+    "subnet-ipv6-cidr-blocks": 2,
+    "vpc-ipv4-cidr-blocks": 100,
+    "vpc-ipv6-cidr-blocks": 10,
+    "local-ipv4s": 100,
+    "ipv6s": 100,
+    "ipv4-prefix": 100,
+    "ipv6-prefix": 100,
+}
+# An ENI's directory lists about 25 keys.
+MAX_LISTING = 200
+# Device numbers are below 100 in EC2 (15 ENIs per card at most), and the table scheme
+# 10000 + 100 * card + device needs that; cards beyond the numbered range would leave it.
+MAX_DEVICE_NUMBER = 99
+MAX_CARD = MAX_NETWORK_CARDS - 1
+# Prefix lengths EC2 can hand out: subnets /16-/28 (IPv4) and /44-/64 (IPv6), VPC
+# blocks likewise; delegated prefixes are exactly /28 (IPv4) and /80 (IPv6).
+SUBNET4_LENGTHS = range(16, 29)
+SUBNET6_LENGTHS = range(44, 65)
+PREFIX4_LENGTH = 28
+PREFIX6_LENGTH = 80
+
+_ENI_ID = re.compile(r"eni-[0-9a-f]{8,17}")
+_NUMBER = re.compile(r"[0-9]{1,3}")
+_V4_CHARS = re.compile(r"[0-9.]+")
+_V6_CHARS = re.compile(r"[0-9A-Fa-f:.]+")
+_NET4_CHARS = re.compile(r"[0-9./]+")
+_NET6_CHARS = re.compile(r"[0-9A-Fa-f:./]+")
 
 T = TypeVar("T")
 
 
-def _lines(text: str) -> list[str]:
-    return [line.strip() for line in text.split("\n") if line.strip()]
+def _text(key: str, text: str) -> str:
+    """The value's text if it can be a value at all: not empty, no NUL, not a page."""
+    if "\x00" in text:
+        raise MetadataError(key, text, "contains a NUL byte")
+    if not text.strip():
+        raise MetadataError(key, text, "empty answer (IMDS answers 404 for a key that is not set)")
+    if text.lstrip().startswith("<"):
+        raise MetadataError(key, text, "an HTML page, not a value")
+    return text
+
+
+def _lines(key: str, text: str) -> list[str]:
+    lines = [line.strip() for line in _text(key, text).split("\n") if line.strip()]
+    limit = MAX_LINES.get(key, 1)
+    if len(lines) > limit:
+        raise MetadataError(key, text, f"{len(lines)} lines, more than the {limit} EC2 allows")
+    return lines
 
 
 def _each(key: str, text: str, conv: Callable[[str], T]) -> tuple[T, ...]:
-    out = []
-    for item in _lines(text):
+    out: list[T] = []
+    for item in _lines(key, text):
         try:
-            out.append(conv(item))
+            value = conv(item)
         except ValueError as err:
-            raise MetadataError(key, item, str(err)) from None
+            raise MetadataError(key, item, str(err) or "not valid") from None
+        if value in out:
+            raise MetadataError(key, item, "listed twice")
+        out.append(value)
     return tuple(out)
 
 
-def _int(key: str, text: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise MetadataError(key, text, "not an integer") from None
-    if not 0 <= value < 100:
-        raise MetadataError(key, text, "out of range 0..99")
-    return value
+def _one(key: str, text: str, conv: Callable[[str], T]) -> T:
+    return _each(key, text, conv)[0]  # _lines allows one line for single-valued keys
 
 
-def _net4(s: str) -> IPv4Network:
-    return IPv4Network(s, strict=True)
+def _number(limit: int) -> Callable[[str], int]:
+    def conv(s: str) -> int:
+        # not int(): it takes "+1", "1_0" and non-ASCII digits
+        if not _NUMBER.fullmatch(s):
+            raise ValueError("not a number")
+        value = int(s)
+        if value > limit:
+            raise ValueError(f"out of range 0..{limit}")
+        return value
+
+    return conv
 
 
-def _net6(s: str) -> IPv6Network:
-    # IMDS may send uncompressed forms (2600:1f16:0:0:0:0:0:0/64); ipaddress normalises.
-    return IPv6Network(s, strict=True)
+def _eni_id(s: str) -> str:
+    if not _ENI_ID.fullmatch(s):
+        raise ValueError("not an ENI id (eni-...)")
+    return s
+
+
+def _chars(pattern: re.Pattern[str], s: str) -> str:
+    # ipaddress alone would take scope ids ("fe80::1%eth0") and other oddities
+    if not pattern.fullmatch(s):
+        raise ValueError("not an address")
+    return s
+
+
+def _unicast(addr: IPv4Address | IPv6Address) -> None:
+    if addr.is_multicast or addr.is_loopback or addr.is_unspecified or addr.is_link_local:
+        raise ValueError("not an address an ENI can own")
+
+
+def _addr4(s: str) -> IPv4Address:
+    addr = IPv4Address(_chars(_V4_CHARS, s))
+    _unicast(addr)
+    return addr
+
+
+def _addr6(s: str) -> IPv6Address:
+    addr = IPv6Address(_chars(_V6_CHARS, s))
+    _unicast(addr)
+    return addr
+
+
+def _net4(lengths: range) -> Callable[[str], IPv4Network]:
+    def conv(s: str) -> IPv4Network:
+        net = IPv4Network(_chars(_NET4_CHARS, s), strict=True)
+        if net.prefixlen not in lengths:
+            raise ValueError(f"/{net.prefixlen} is not a length EC2 uses here")
+        return net
+
+    return conv
+
+
+def _net6(lengths: range) -> Callable[[str], IPv6Network]:
+    def conv(s: str) -> IPv6Network:
+        # IMDS may send uncompressed forms (2600:1f16:0:0:0:0:0:0/64); ipaddress normalises.
+        net = IPv6Network(_chars(_NET6_CHARS, s), strict=True)
+        if net.prefixlen not in lengths:
+            raise ValueError(f"/{net.prefixlen} is not a length EC2 uses here")
+        return net
+
+    return conv
+
+
+_SUBNET4 = _net4(SUBNET4_LENGTHS)
+_SUBNET6 = _net6(SUBNET6_LENGTHS)
+_PREFIX4 = _net4(range(PREFIX4_LENGTH, PREFIX4_LENGTH + 1))
+_PREFIX6 = _net6(range(PREFIX6_LENGTH, PREFIX6_LENGTH + 1))
+
+
+@dataclass(frozen=True)
+class _Dynamic:
+    ipv4s: tuple[IPv4Address, ...]
+    ipv6s: tuple[IPv6Address, ...]
+    ipv4_prefixes: tuple[IPv4Network, ...]
+    ipv6_prefixes: tuple[IPv6Network, ...]
+
+
+def _dynamic(raw: Mapping[str, str]) -> _Dynamic:
+    """The keys that can change while attached; an absent key means none."""
+
+    def opt(key: str, conv: Callable[[str], T]) -> tuple[T, ...]:
+        return _each(key, raw[key], conv) if key in raw else ()
+
+    return _Dynamic(
+        ipv4s=opt("local-ipv4s", _addr4),
+        ipv6s=opt("ipv6s", _addr6),
+        ipv4_prefixes=opt("ipv4-prefix", _PREFIX4),
+        ipv6_prefixes=opt("ipv6-prefix", _PREFIX6),
+    )
 
 
 def parse_eni(mac: str, raw: Mapping[str, str], primary_mac: str) -> EniMetadata:
-    """Turn raw IMDS values (absent keys simply missing) into an EniMetadata."""
+    """Turn raw IMDS values (absent keys simply missing) into an EniMetadata, or raise
+    MetadataError naming the first key whose value cannot be right."""
     for key in REQUIRED_KEYS:
         if key not in raw:
             raise MetadataError(key, "", "required key missing")
-    eni_id = raw["interface-id"].strip()
-    if not eni_id.startswith("eni-"):
-        raise MetadataError("interface-id", eni_id, "not an ENI id (eni-...)")
-    subnet4 = None
-    if "subnet-ipv4-cidr-block" in raw:
-        subnets = _each("subnet-ipv4-cidr-block", raw["subnet-ipv4-cidr-block"], _net4)
-        subnet4 = subnets[0] if subnets else None
+
+    def opt(key: str, conv: Callable[[str], T]) -> tuple[T, ...]:
+        return _each(key, raw[key], conv) if key in raw else ()
+
+    subnet4 = opt("subnet-ipv4-cidr-block", _SUBNET4)
+    dyn = _dynamic(raw)
     meta = EniMetadata(
         mac=mac,
-        eni_id=eni_id,
-        device_number=_int("device-number", raw["device-number"]),
-        network_card=_int("network-card", raw["network-card"]) if "network-card" in raw else 0,
+        eni_id=_one("interface-id", raw["interface-id"], _eni_id),
+        device_number=_one("device-number", raw["device-number"], _number(MAX_DEVICE_NUMBER)),
+        network_card=_one("network-card", raw["network-card"], _number(MAX_CARD))
+        if "network-card" in raw
+        else 0,
         is_primary=mac == primary_mac,
-        ipv4s=_each("local-ipv4s", raw.get("local-ipv4s", ""), IPv4Address),
-        subnet4=subnet4,
-        ipv6s=_each("ipv6s", raw.get("ipv6s", ""), IPv6Address),
-        subnet6=_each("subnet-ipv6-cidr-blocks", raw.get("subnet-ipv6-cidr-blocks", ""), _net6),
-        ipv4_prefixes=_each("ipv4-prefix", raw.get("ipv4-prefix", ""), _net4),
-        ipv6_prefixes=_each("ipv6-prefix", raw.get("ipv6-prefix", ""), _net6),
-        vpc4=_each("vpc-ipv4-cidr-blocks", raw.get("vpc-ipv4-cidr-blocks", ""), _net4),
-        vpc6=_each("vpc-ipv6-cidr-blocks", raw.get("vpc-ipv6-cidr-blocks", ""), _net6),
+        ipv4s=dyn.ipv4s,
+        subnet4=subnet4[0] if subnet4 else None,
+        ipv6s=dyn.ipv6s,
+        subnet6=opt("subnet-ipv6-cidr-blocks", _SUBNET6),
+        ipv4_prefixes=dyn.ipv4_prefixes,
+        ipv6_prefixes=dyn.ipv6_prefixes,
+        vpc4=opt("vpc-ipv4-cidr-blocks", _SUBNET4),
+        vpc6=opt("vpc-ipv6-cidr-blocks", _SUBNET6),
     )
     _check_consistent(meta)
     return meta
 
 
 def _check_consistent(meta: EniMetadata) -> None:
-    if meta.ipv4s and meta.subnet4 is None:
+    """Addresses and prefixes must lie in the ENI's subnet (EC2 assigns them from it),
+    and the subnet's first four and last IPv4 addresses are the VPC's own."""
+    if (meta.ipv4s or meta.ipv4_prefixes) and meta.subnet4 is None:
         raise MetadataError("subnet-ipv4-cidr-block", "", "IPv4 addresses without a subnet")
-    for addr in meta.ipv4s:
-        if meta.subnet4 is not None and addr not in meta.subnet4:
-            raise MetadataError("local-ipv4s", str(addr), f"outside subnet {meta.subnet4}")
-    if meta.ipv6s and not meta.subnet6:
+    if (meta.ipv6s or meta.ipv6_prefixes) and not meta.subnet6:
         raise MetadataError("subnet-ipv6-cidr-blocks", "", "IPv6 addresses without a subnet")
+    if meta.subnet4 is not None:
+        s4 = meta.subnet4
+        for addr in meta.ipv4s:
+            if addr not in s4:
+                raise MetadataError("local-ipv4s", str(addr), f"outside subnet {s4}")
+            if int(addr) - int(s4.network_address) < 4 or addr == s4.broadcast_address:
+                raise MetadataError("local-ipv4s", str(addr), f"reserved by the VPC in {s4}")
+        for p4 in meta.ipv4_prefixes:
+            if not p4.subnet_of(s4):
+                raise MetadataError("ipv4-prefix", str(p4), f"outside subnet {s4}")
+    for addr6 in meta.ipv6s:
+        if not any(addr6 in s6 for s6 in meta.subnet6):
+            raise MetadataError("ipv6s", str(addr6), f"outside subnet {_show(meta.subnet6)}")
+    for p6 in meta.ipv6_prefixes:
+        if not any(p6.subnet_of(s6) for s6 in meta.subnet6):
+            raise MetadataError("ipv6-prefix", str(p6), f"outside subnet {_show(meta.subnet6)}")
+
+
+def _show(nets: tuple[IPv6Network, ...]) -> str:
+    return ", ".join(str(n) for n in nets)
 
 
 def not_yet_reason(meta: EniMetadata) -> Optional[str]:
@@ -152,10 +305,15 @@ def not_yet_reason(meta: EniMetadata) -> Optional[str]:
 
 
 def _listing(client: ImdsClient, mac: str) -> set[str]:
+    key = f"network/interfaces/macs/{mac}/"
     try:
-        return {k.rstrip("/") for k in client.get_list(f"network/interfaces/macs/{mac}/")}
+        text = client.get(key)
     except ImdsAbsent:
         raise ImdsNotYet(f"{mac}: not listed in IMDS yet") from None
+    lines = [line.strip() for line in _text(key, text).split("\n") if line.strip()]
+    if len(lines) > MAX_LISTING:
+        raise MetadataError(key, text, f"{len(lines)} entries, more than {MAX_LISTING}")
+    return {line.rstrip("/") for line in lines}
 
 
 def _read_keys(client: ImdsClient, mac: str, keys: tuple[str, ...]) -> dict[str, str]:
@@ -186,13 +344,13 @@ def fetch_dynamic(client: ImdsClient, known: EniMetadata) -> EniMetadata:
     dynamic key present. Absent from the listing means none, as IMDS documents."""
     present = _listing(client, known.mac)
     keys = tuple(k for k in DYNAMIC_KEYS if k in present)
-    raw = _read_keys(client, known.mac, keys)
+    dyn = _dynamic(_read_keys(client, known.mac, keys))
     fresh = replace(
         known,
-        ipv4s=_each("local-ipv4s", raw.get("local-ipv4s", ""), IPv4Address),
-        ipv6s=_each("ipv6s", raw.get("ipv6s", ""), IPv6Address),
-        ipv4_prefixes=_each("ipv4-prefix", raw.get("ipv4-prefix", ""), _net4),
-        ipv6_prefixes=_each("ipv6-prefix", raw.get("ipv6-prefix", ""), _net6),
+        ipv4s=dyn.ipv4s,
+        ipv6s=dyn.ipv6s,
+        ipv4_prefixes=dyn.ipv4_prefixes,
+        ipv6_prefixes=dyn.ipv6_prefixes,
     )
     _check_consistent(fresh)
     if not fresh.ipv4s and not fresh.ipv6s:
@@ -208,17 +366,20 @@ def wait_for_eni(
     timeout: float,
     *,
     clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = cancel.pause,
 ) -> EniMetadata:
-    """fetch_eni, polling while the attachment propagates, for at most `timeout` s."""
+    """fetch_eni, polling while the attachment propagates, for at most `timeout` s in
+    all: the client's requests share that budget, so a slow IMDS cannot stretch it.
+    The default sleep ends at once when the process is told to stop."""
     deadline = clock() + timeout
     delay = 0.05
-    while True:
-        try:
-            return fetch_eni(client, mac, primary_mac)
-        except ImdsNotYet as err:
-            if clock() + delay > deadline:
-                raise
-            log.debug("%s; polling again in %.2fs", err, delay)
-            sleep(delay)
-            delay = min(delay * 2, 1.0)
+    with client.budget(timeout):
+        while True:
+            try:
+                return fetch_eni(client, mac, primary_mac)
+            except ImdsNotYet as err:
+                if clock() + delay > deadline:
+                    raise
+                log.debug("%s; polling again in %.2fs", err, delay)
+                sleep(delay)
+                delay = min(delay * 2, 1.0)

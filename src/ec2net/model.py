@@ -42,12 +42,28 @@ def is_eni_table(table: int) -> bool:
     return TABLE_BASE <= table < TABLE_BASE + 100 * MAX_NETWORK_CARDS
 
 
-def rule_of_table(rule: RuleSpec, table: int) -> bool:
-    """Whether `rule` belongs to the ENI of `table`: it looks the table up, or it is that
-    ENI's main-table rule (priority PRIO_MAIN + index)."""
-    if rule.table == table:
-        return True
-    return rule.table == TABLE_MAIN and rule.priority == PRIO_MAIN + (table - TABLE_BASE)
+def eni_table_of(obj: NetObject) -> Optional[int]:
+    """The ENI table a route or rule belongs to, or None: a route in an ENI table, a
+    rule looking one up, or an ENI's main-table rule (priority PRIO_MAIN + index, with a
+    source and suppress_prefixlength 0). The one ownership predicate: diff scoping,
+    results, status, file-backend cleanup and managed reads all ask this."""
+    if isinstance(obj, RouteSpec):
+        return obj.table if is_eni_table(obj.table) else None
+    if isinstance(obj, RuleSpec):
+        if is_eni_table(obj.table):
+            return obj.table
+        table = obj.priority - PRIO_MAIN + TABLE_BASE
+        main = obj.table == TABLE_MAIN and obj.src is not None and obj.suppress_prefixlength == 0
+        return table if main and is_eni_table(table) else None
+    return None
+
+
+def owns(obj: NetObject, table: int, ifname: str) -> bool:
+    """Whether `obj` is part of the ENI with this table and interface name: routes and
+    rules by table, addresses by interface."""
+    if isinstance(obj, AddressSpec):
+        return obj.ifname == ifname
+    return eni_table_of(obj) == table
 
 
 class Family(enum.IntEnum):
@@ -76,6 +92,9 @@ class Link:
     up: bool = True
     # IPv6 routers learned from RAs on this link (link-local), if any.
     ipv6_routers: tuple[ipaddress.IPv6Address, ...] = ()
+    # Index of the bridge, bond or team this link is a port of: such a link carries no
+    # addresses of its own (an ENI handed to VMs or containers) and is left alone.
+    master: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -195,3 +214,8 @@ class ChangeSet:
 
     def __len__(self) -> int:
         return len(self.changes)
+
+
+def rule_of_table(rule: RuleSpec, table: int) -> bool:
+    """Whether `rule` belongs to the ENI of `table` (see `eni_table_of`)."""
+    return eni_table_of(rule) == table

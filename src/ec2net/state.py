@@ -1,34 +1,60 @@
 """Runtime state under the runtime directory: per-ENI records, locks, atomic writes.
 
 A record says which ENI (by MAC and ENI id) we configured, on which link, with which
-table, and which addresses we added: the proof of ownership that `down` and `scan`
-rely on after the device is gone. Records are keyed by MAC, never by name.
+table, and which addresses are (or may be) ours: the proof of ownership that `down` and
+`scan` rely on after the device is gone. Records are keyed by MAC, never by name.
+
+Records are written ahead of every change (phase `applying`, the addresses about to be
+added already listed), finalised after verify (`applied`), and a removal keeps its
+record (`removing`) until verify shows the ENI clean. So a process killed at any
+instant leaves a record that covers everything it may have added.
+
+A record that cannot be read (truncated, not JSON, a version this ec2net does not know)
+is never taken as "nothing owned": it is moved aside (`*.unreadable`, for the operator)
+and whatever could be salvaged from it (table, owned addresses) is kept; addresses whose
+ownership is unknown are then left alone rather than removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import fcntl
 import ipaddress
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from ec2net import cancel
 from ec2net.errors import LockTimeout
 from ec2net.metadata import EniMetadata
 from ec2net.model import IPAddress
 
-RECORD_VERSION = 1
+log = logging.getLogger(__name__)
+
+# 2: write-ahead phases. Version 1 records (no phase) read as applied.
+RECORD_VERSION = 2
+
+
+class Phase(str, enum.Enum):
+    APPLYING = "applying"  # intent recorded; changes may be partly made
+    APPLIED = "applied"  # verified
+    REMOVING = "removing"  # removal started; kept until verified clean
+    UNREADABLE = "unreadable"  # salvaged from a record that could not be read
+
+    def __str__(self) -> str:
+        return self.value
 
 
 def write_if_changed(path: Path, content: str, mode: int = 0o644) -> bool:
-    """Atomically replace `path` with `content` (temp file + fsync + rename) unless it
-    already holds exactly that. Returns whether it wrote."""
+    """Atomically replace `path` with `content` (temp file + fsync + rename + directory
+    fsync) unless it already holds exactly that. Returns whether it wrote."""
     try:
         if path.read_text() == content:
             return False
@@ -47,6 +73,12 @@ def write_if_changed(path: Path, content: str, mode: int = 0o644) -> bool:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    with contextlib.suppress(OSError):  # the rename itself must survive a crash
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
     return True
 
 
@@ -61,12 +93,64 @@ class Record:
     metadata: dict[str, Any] = field(default_factory=dict)  # EniMetadata, as JSON
     updated: float = 0.0
     version: int = RECORD_VERSION
+    phase: str = Phase.APPLIED.value
 
     def owned(self) -> frozenset[IPAddress]:
         return frozenset(ipaddress.ip_address(a) for a in self.owned_ips)
 
     def eni(self) -> Optional[EniMetadata]:
-        return eni_from_json(self.metadata) if self.metadata else None
+        try:
+            return eni_from_json(self.metadata) if self.metadata else None
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    @property
+    def done(self) -> bool:
+        return self.phase == Phase.APPLIED.value
+
+
+def _salvage(mac: str, data: object) -> Record:
+    """What can be trusted from an unreadable record: fields of the right type, and
+    owned addresses that parse. The rest stays unknown (table 0: none)."""
+    rec = Record(mac, eni_id="", ifname="", ifindex=0, table=0, phase=Phase.UNREADABLE.value)
+    if not isinstance(data, dict):
+        return rec
+    for name in ("eni_id", "ifname"):
+        if isinstance(data.get(name), str):
+            setattr(rec, name, data[name])
+    for name in ("ifindex", "table"):
+        if isinstance(data.get(name), int) and not isinstance(data.get(name), bool):
+            setattr(rec, name, data[name])
+    if isinstance(data.get("metadata"), dict):
+        rec.metadata = data["metadata"]
+        if rec.eni() is None:
+            rec.metadata = {}
+    owned = data.get("owned_ips")
+    if isinstance(owned, list):
+        for item in owned:
+            with contextlib.suppress(TypeError, ValueError):
+                rec.owned_ips.append(str(ipaddress.ip_address(item)))
+    return rec
+
+
+def _parse_record(mac: str, text: str) -> Record:
+    """A record from its file, or ValueError saying why it cannot be trusted."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    version = data.get("version", 1)
+    if not isinstance(version, int) or version > RECORD_VERSION:
+        raise ValueError(f"version {version!r} is newer than this ec2net ({RECORD_VERSION})")
+    known = {f.name for f in fields(Record)}
+    rec = Record(**{k: v for k, v in data.items() if k in known})
+    if rec.mac != mac or not isinstance(rec.table, int) or not isinstance(rec.owned_ips, list):
+        raise ValueError("fields do not match the record's name or types")
+    rec.owned()  # every owned address must parse
+    if version < RECORD_VERSION:
+        rec.version = RECORD_VERSION
+    if rec.phase not in {p.value for p in Phase}:
+        raise ValueError(f"unknown phase {rec.phase!r}")
+    return rec
 
 
 def eni_to_json(eni: EniMetadata) -> dict[str, Any]:
@@ -123,13 +207,36 @@ class Store:
         return self.records_dir / (mac.replace(":", "-") + ".json")
 
     def load(self, mac: str) -> Optional[Record]:
+        path = self._path(mac)
         try:
-            data = json.loads(self._path(mac).read_text())
-            return Record(**data)
+            text = path.read_text()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError):
-            return None  # unreadable record: treated as absent, rewritten on next up
+        except (OSError, UnicodeDecodeError) as err:
+            return self._set_aside(path, mac, "", err)
+        try:
+            return _parse_record(mac, text)
+        except (ValueError, TypeError, KeyError) as err:
+            return self._set_aside(path, mac, text, err)
+
+    def _set_aside(self, path: Path, mac: str, text: str, err: Exception) -> Record:
+        """Keep the unreadable file for the operator and replace it with what could be
+        salvaged, so that the next reader sees a valid record and nothing is forgotten."""
+        try:
+            data: object = json.loads(text)
+        except ValueError:
+            data = None
+        rec = _salvage(mac, data)
+        aside = path.with_name(f"{path.name}.unreadable")
+        with contextlib.suppress(OSError):
+            os.replace(path, aside)
+        log.error(
+            "%s: record %s cannot be read (%s); kept as %s; salvaged table %s and %d "
+            "owned addresses, other addresses on the link are left alone",
+            rec.ifname or mac, path, err, aside.name, rec.table or "unknown", len(rec.owned_ips),
+        )  # fmt: skip
+        self.save(rec, touch=False)
+        return rec
 
     def records(self) -> list[Record]:
         out: list[Record] = []
@@ -141,9 +248,13 @@ class Store:
                 out.append(rec)
         return out
 
-    def save(self, rec: Record) -> None:
-        rec.updated = time.time()
-        write_if_changed(self._path(rec.mac), json.dumps(asdict(rec), indent=1) + "\n")
+    def save(self, rec: Record, *, touch: bool = True) -> None:
+        if touch:
+            rec.updated = time.time()
+        self.ensure()
+        data = asdict(rec)
+        data["phase"] = Phase(rec.phase).value
+        write_if_changed(self._path(rec.mac), json.dumps(data, indent=1) + "\n")
 
     def delete(self, mac: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -168,7 +279,7 @@ class Store:
                         raise
                     if time.monotonic() >= deadline:
                         raise LockTimeout(f"{name}: lock held by another ec2net") from None
-                    time.sleep(delay)
+                    cancel.pause(delay)
                     delay = min(delay * 2, 0.1)
             yield
         finally:

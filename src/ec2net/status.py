@@ -1,49 +1,97 @@
-"""`ec2net status`: what ec2net manages, checked against the kernel (read only)."""
+"""`ec2net status`: what ec2net manages, checked against the kernel (read only).
+
+One snapshot, and the same verify the converge uses: a row's drift is exactly what an
+`up` would still change.
+"""
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from ec2net import plan as planner
-from ec2net.diff import diff_interface
+from ec2net import verify as verifier
 from ec2net.engine import Engine
+from ec2net.state import Phase
+from ec2net.targets import Want, resolve
 
 
-def collect(engine: Engine) -> list[dict[str, Any]]:
-    links = {ln.mac: ln for ln in engine.backend.links()}
-    routes = engine.backend.owned_routes()
-    rules = engine.backend.owned_rules()
+class State(str, enum.Enum):
+    OK = "ok"
+    DRIFTED = "drifted"  # the kernel lacks (or has extra of) what the plan says
+    GONE = "gone"  # the link is gone; `scan` or `down` removes what is left
+    UNFINISHED = "unfinished"  # a converge was cut short; the next run finishes it
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    interface: str
+    mac: str
+    eni_id: str
+    table: int
+    present: bool
+    ipv4s: tuple[str, ...]
+    ipv6s: tuple[str, ...]
+    rules: int  # every rule of the ENI, main-table ones included
+    routes: int
+    owned_addresses: int
+    backend: str
+    drift: int  # changes an `up` would make; -1 when unknown (gone)
+    state: State
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ipv4s"] = list(self.ipv4s)
+        data["ipv6s"] = list(self.ipv6s)
+        data["state"] = self.state.value
+        return data
+
+
+def collect(engine: Engine) -> list[StatusRow]:
+    snap = engine.backend.snapshot()
+    links = snap.by_mac()
     rows = []
     for rec in engine.store.records():
         link = links.get(rec.mac)
         eni = rec.eni()
-        row: dict[str, Any] = {
-            "interface": link.name if link else rec.ifname,
-            "mac": rec.mac,
-            "eni_id": rec.eni_id,
-            "table": rec.table,
-            "present": link is not None,
-            "ipv4s": [str(a) for a in eni.ipv4s] if eni else [],
-            "ipv6s": [str(a) for a in eni.ipv6s] if eni else [],
-            "rules": sum(1 for r in rules if r.table == rec.table),
-            "routes": sum(1 for r in routes if r.table == rec.table),
-            "owned_addresses": len(rec.owned_ips),
-            "backend": engine.backend.name,
-        }
         drift = -1
         if link is not None and eni is not None:
-            cur = engine.current(rec.table, link, rec.owned(), routes, rules)
-            d = diff_interface(planner.plan_interface(eni, link), cur)
-            # Under a network manager, extra objects it adds itself are not drift.
-            managed = engine.backend.settle_timeout > 0
-            drift = len(d.add) + (0 if managed else len(d.delete))
-        row["drift"] = drift
-        row["state"] = "ok" if drift == 0 else "gone" if link is None else "drifted"
-        rows.append(row)
+            target = resolve(Want(rec.mac, eni, rec), snap)
+            left = verifier.remaining(
+                target, snap, adds_own_objects=engine.backend.adds_own_objects
+            )
+            drift = len(left)
+        if link is None:
+            state = State.GONE
+        elif rec.phase != Phase.APPLIED.value:
+            state = State.UNFINISHED
+        else:
+            state = State.OK if drift == 0 else State.DRIFTED
+        rows.append(
+            StatusRow(
+                interface=link.name if link else rec.ifname,
+                mac=rec.mac,
+                eni_id=rec.eni_id,
+                table=rec.table,
+                present=link is not None,
+                ipv4s=tuple(str(a) for a in eni.ipv4s) if eni else (),
+                ipv6s=tuple(str(a) for a in eni.ipv6s) if eni else (),
+                rules=len(snap.rules_of(rec.table)),
+                routes=len(snap.routes_of(rec.table)),
+                owned_addresses=len(rec.owned_ips),
+                backend=engine.backend.name,
+                drift=drift,
+                state=state,
+            )
+        )
     return rows
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def format_table(rows: Sequence[StatusRow]) -> str:
     if not rows:
         return "no ENIs managed by ec2net"
     head = ("IFACE", "MAC", "ENI", "TABLE", "IPV4", "IPV6", "RULES", "STATE")
@@ -51,18 +99,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append(
             (
-                r["interface"],
-                r["mac"],
-                r["eni_id"],
-                str(r["table"]),
-                str(len(r["ipv4s"])),
-                str(len(r["ipv6s"])),
-                str(r["rules"]),
-                r["state"],
+                r.interface,
+                r.mac,
+                r.eni_id,
+                str(r.table),
+                str(len(r.ipv4s)),
+                str(len(r.ipv6s)),
+                str(r.rules),
+                r.state.value,
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     table = "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines
     )
-    return f"{table}\nbackend: {rows[0]['backend']}"
+    return f"{table}\nbackend: {rows[0].backend}"

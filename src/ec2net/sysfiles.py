@@ -18,8 +18,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-from ec2net.state import write_if_changed
-
 UNIT_DIR = "usr/lib/systemd/system"
 UDEV_DIR = "usr/lib/udev/rules.d"
 UPSTART_DIR = "etc/init"
@@ -29,11 +27,23 @@ RULES = "81-ec2net.rules"
 # (docs/backends.md); inert where networkd does not run.
 NETWORKD_CONF = "usr/lib/systemd/networkd.conf.d/80-ec2net.conf"
 UPSTART_JOBS = ("ec2net-scan.conf", "ec2net-watch.conf")
+# backend.ifcfg_dhcp: the extra rights dhclient needs, for every unit that may run ifup,
+# in /etc (a configuration choice, not part of the package).
+DHCP_DROPIN = "ifcfg-dhcp.conf"
+DROPIN_DIR = "etc/systemd/system"
 
 SYSTEMD = "systemd"
 UPSTART = "upstart"
 AUTO = "auto"
 INIT_CHOICES = (AUTO, SYSTEMD, UPSTART)
+
+
+def _write(path: Path, content: str) -> bool:
+    # Imported on use: ec2net.state pulls in the IMDS client (http, ssl), and the CLI
+    # reads this module's constants for every `--help`.
+    from ec2net.state import write_if_changed  # noqa: PLC0415
+
+    return write_if_changed(path, content)
 
 
 def _template(name: str) -> str:
@@ -62,8 +72,15 @@ def detect_init(root: Path = Path("/")) -> str:
     return SYSTEMD
 
 
+def dhcp_dropins() -> list[str]:
+    return [f"{DROPIN_DIR}/{unit}.d/50-ec2net-{DHCP_DROPIN}" for unit in UNITS]
+
+
 def render(
-    drivers: tuple[str, ...], bindir: Optional[str] = None, init: str = SYSTEMD
+    drivers: tuple[str, ...],
+    bindir: Optional[str] = None,
+    init: str = SYSTEMD,
+    ifcfg_dhcp: bool = False,
 ) -> dict[str, str]:
     """The files for `init` ("systemd" or "upstart"), as {relative path: content}."""
     bindir = bindir or default_bindir()
@@ -83,6 +100,8 @@ def render(
     }
     out[f"{UDEV_DIR}/{RULES}"] = _template(RULES).replace("@DRIVERS@", "|".join(drivers))
     out[NETWORKD_CONF] = _template("networkd.conf")
+    if ifcfg_dhcp:
+        out.update(dict.fromkeys(dhcp_dropins(), _template(DHCP_DROPIN)))
     return out
 
 
@@ -91,19 +110,29 @@ def install_udev_override(root: Path, drivers: tuple[str, ...]) -> bool:
     overrides the packaged one (packages own /usr/lib; a config change must not
     rewrite it). Returns whether it wrote."""
     content = _template(RULES).replace("@DRIVERS@", "|".join(drivers))
-    return write_if_changed(root / "etc/udev/rules.d" / RULES, content)
+    return _write(root / "etc/udev/rules.d" / RULES, content)
 
 
 def install(
-    root: Path, drivers: tuple[str, ...], bindir: Optional[str] = None, init: str = SYSTEMD
+    root: Path,
+    drivers: tuple[str, ...],
+    bindir: Optional[str] = None,
+    init: str = SYSTEMD,
+    ifcfg_dhcp: bool = False,
 ) -> list[Path]:
     """Write the files for `init` under `root` ("auto": `detect_init(root)`); returns
-    the paths that changed."""
+    the paths that changed (a DHCP drop-in no longer configured is removed)."""
     if init == AUTO:
         init = detect_init(root)
     written = []
-    for rel, content in render(drivers, bindir, init).items():
+    files = render(drivers, bindir, init, ifcfg_dhcp)
+    for rel, content in files.items():
         path = root / rel
-        if write_if_changed(path, content):
+        if _write(path, content):
+            written.append(path)
+    for rel in dhcp_dropins():
+        path = root / rel
+        if rel not in files and path.exists():
+            path.unlink()
             written.append(path)
     return written

@@ -1,34 +1,211 @@
-"""The networkd activator checks which .network file networkd really applied."""
+"""Activators: the exact commands each network manager is given (a recording runner
+stands in for subprocess), and the networkd check of which .network file it applied."""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
-from ec2net.backends.activators import NetworkdActivator
+from ec2net.backends.activators import (
+    Activation,
+    IfcfgActivator,
+    NetworkdActivator,
+    NmActivator,
+)
+from ec2net.backends.base import ApplyReport
 from ec2net.errors import ApplyFailed
+from ec2net.model import AddressSpec, Change, ChangeSet, Link, Op
 
 OURS = Path("/run/systemd/network/00-ec2net-ens6.network")
+UUID6 = "0b9c0ff4-5d0a-5b7e-9c56-6a1f3d1e0006"
+UUID7 = "0b9c0ff4-5d0a-5b7e-9c56-6a1f3d1e0007"
+ADD = ChangeSet(
+    (Change(Op.ADD, AddressSpec("ens6", ipaddress.ip_interface("10.0.2.20/24"), True)),)
+)
 
 
-def state(tmp_path: Path, network_file: str) -> NetworkdActivator:
+class Recorder:
+    """A Runner: records argv and timeout, answers from a table of argv prefixes."""
+
+    def __init__(self, answers: Optional[dict[tuple[str, ...], str]] = None) -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.timeouts: list[float] = []
+        self.answers = answers or {}
+
+    def __call__(self, argv: Sequence[str], timeout: float) -> str:
+        self.calls.append(tuple(argv))
+        self.timeouts.append(timeout)
+        for prefix, out in self.answers.items():
+            if tuple(argv[: len(prefix)]) == prefix:
+                return out
+        return ""
+
+
+class FakeKernel:
+    def __init__(self, log: Optional[list[tuple[str, ...]]] = None) -> None:
+        self.applied: list[ChangeSet] = []
+        self.log = log if log is not None else []
+
+    def link(self, name: str) -> Optional[Link]:
+        return Link(7, name, "02:00:00:00:00:06", "ena")
+
+    def apply(self, changes: ChangeSet) -> ApplyReport:
+        self.applied.append(changes)
+        self.log.append(("<netlink apply>",))
+        return ApplyReport(applied=list(changes.changes))
+
+
+def keyfile(tmp_path: Path, ifname: str, uuid: str) -> Path:
+    path = tmp_path / f"ec2net-{ifname}.nmconnection"
+    path.write_text(f"# Managed by ec2net\n\n[connection]\nid=ec2net-{ifname}\nuuid={uuid}\n")
+    return path
+
+
+# --- NetworkManager --------------------------------------------------------------
+
+
+def test_nm_load_then_reapply_when_our_profile_is_active(tmp_path: Path) -> None:
+    path = keyfile(tmp_path, "ens6", UUID6)
+    run = Recorder({("nmcli", "-g", "GENERAL.CON-UUID"): UUID6 + "\n"})
+    report = NmActivator(run).activate([Activation("ens6", (path,), ())], ADD, FakeKernel())
+    assert run.calls == [
+        ("nmcli", "connection", "load", str(path)),
+        ("nmcli", "-g", "GENERAL.CON-UUID", "device", "show", "ens6"),
+        ("nmcli", "device", "reapply", "ens6"),
+    ]
+    assert report.applied == list(ADD.changes)  # verify, not nmcli, says what took effect
+
+
+def test_nm_connection_up_when_another_profile_is_active(tmp_path: Path) -> None:
+    p6, p7 = keyfile(tmp_path, "ens6", UUID6), keyfile(tmp_path, "ens7", UUID7)
+    run = Recorder({("nmcli", "-g", "GENERAL.CON-UUID"): "\n"})  # nothing active yet
+    acts = [Activation("ens6", (p6,), ()), Activation("ens7", (p7,), ())]
+    NmActivator(run).activate(acts, ChangeSet(()), FakeKernel())
+    # One load for every file, then one look at each device: one per ENI.
+    assert run.calls == [
+        ("nmcli", "connection", "load", str(p6), str(p7)),
+        ("nmcli", "-g", "GENERAL.CON-UUID", "device", "show", "ens6"),
+        ("nmcli", "--wait", "30", "connection", "up", "uuid", UUID6),
+        ("nmcli", "-g", "GENERAL.CON-UUID", "device", "show", "ens7"),
+        ("nmcli", "--wait", "30", "connection", "up", "uuid", UUID7),
+    ]
+    assert run.timeouts[2] > 30  # the command outlives its own --wait
+
+
+def test_nm_nothing_written_runs_nothing(tmp_path: Path) -> None:
+    run = Recorder()
+    NmActivator(run).activate([], ChangeSet(()), FakeKernel())
+    NmActivator(run).release([])
+    assert run.calls == []
+
+
+def test_nm_removal_deletes_our_profile_by_uuid(tmp_path: Path) -> None:
+    ours = Path("/run/NetworkManager/system-connections/ec2net-ens6.nmconnection")
+    listing = (
+        f"{UUID7}:/etc/NetworkManager/system-connections/eth0.nmconnection\n"
+        f"{UUID6}:{ours}\n"
+        "ffffffff-0000-0000-0000-000000000000:\n"  # in memory only, no file
+    )
+    run = Recorder({("nmcli", "-t"): listing})
+    NmActivator(run).release([ours, Path("/run/NetworkManager/x/gone.nmconnection")])
+    assert run.calls == [
+        ("nmcli", "-t", "-f", "UUID,FILENAME", "connection", "show"),
+        ("nmcli", "connection", "delete", "uuid", UUID6),
+    ]
+
+
+def test_nm_failure_is_retryable_and_stops(tmp_path: Path) -> None:
+    path = keyfile(tmp_path, "ens6", UUID6)
+    calls: list[tuple[str, ...]] = []
+
+    def failing(argv: Sequence[str], timeout: float) -> str:
+        calls.append(tuple(argv))
+        raise ApplyFailed("nmcli connection load: exit 8: failed")
+
+    with pytest.raises(ApplyFailed) as err:
+        NmActivator(failing).activate([Activation("ens6", (path,), ())], ADD, FakeKernel())
+    assert err.value.retryable and len(calls) == 1
+
+
+# --- network-scripts (ifcfg) -----------------------------------------------------
+
+IFCFG = Path("/etc/sysconfig/network-scripts/ifcfg-ens6")
+ROUTE = Path("/etc/sysconfig/network-scripts/route-ens6")
+
+
+def test_ifcfg_with_dhcp_runs_ifup_then_netlink() -> None:
+    run = Recorder()
+    kernel = FakeKernel(run.calls)
+    acts = [Activation("ens6", (IFCFG, ROUTE), ()), Activation("ens7", (ROUTE,), ())]
+    report = IfcfgActivator(True, run).activate(acts, ADD, kernel)
+    # dhclient first (it adds the primary address), then the rest over netlink; ens7's
+    # ifcfg file did not change, so it is not bounced.
+    assert run.calls == [("ifup", "ens6"), ("<netlink apply>",)]
+    assert kernel.applied == [ADD] and report.applied == list(ADD.changes)
+
+
+def test_ifcfg_without_dhcp_is_netlink_only() -> None:
+    run, kernel = Recorder(), FakeKernel()
+    IfcfgActivator(False, run).activate([Activation("ens6", (IFCFG,), ())], ADD, kernel)
+    IfcfgActivator(False, run).release([IFCFG])
+    assert run.calls == [] and kernel.applied == [ADD]
+
+
+def test_ifcfg_removal_with_dhcp_runs_ifdown_and_tolerates_a_gone_device() -> None:
+    calls: list[tuple[str, ...]] = []
+
+    def gone(argv: Sequence[str], timeout: float) -> str:
+        calls.append(tuple(argv))
+        raise ApplyFailed("ifdown ens6: exit 1: no such device")
+
+    IfcfgActivator(True, gone).release([ROUTE, IFCFG])
+    assert calls == [("ifdown", "ens6")]
+
+
+# --- systemd-networkd --------------------------------------------------------------
+
+
+def state(tmp_path: Path, network_file: str) -> Path:
     links = tmp_path / "links"
     links.mkdir()
     (links / "7").write_text(f"ADMIN_STATE=configured\nNETWORK_FILE={network_file}\n")
-    return NetworkdActivator(links, wait=0.2)
+    return links
+
+
+def test_networkd_reloads_once_and_checks_each_link(tmp_path: Path) -> None:
+    run = Recorder()
+    act = NetworkdActivator(state(tmp_path, str(OURS)), wait=0.2, runner=run)
+    report = act.activate([Activation("ens6", (OURS,), ())], ADD, FakeKernel())
+    assert run.calls == [("networkctl", "reload")]
+    assert report.applied == list(ADD.changes)
+    run.calls.clear()
+    act.activate([], ChangeSet(()), FakeKernel())
+    assert run.calls == []  # nothing changed: networkd is not disturbed
 
 
 def test_ours_applied(tmp_path: Path) -> None:
-    state(tmp_path, str(OURS))._check_applied("ens6", 7, OURS)
+    act = NetworkdActivator(state(tmp_path, str(OURS)), wait=0.2, runner=Recorder())
+    assert act._check_applied("ens6", 7, OURS) == str(OURS)
 
 
 def test_an_earlier_file_that_matches_is_named(tmp_path: Path) -> None:
-    act = state(tmp_path, "/etc/systemd/network/00-aaa.network")
+    act = NetworkdActivator(state(tmp_path, "/etc/systemd/network/00-aaa.network"), wait=0.2)
     with pytest.raises(ApplyFailed, match=r"00-aaa\.network"):
         act._check_applied("ens6", 7, OURS)
 
 
-def test_not_reported_yet_is_not_an_error(tmp_path: Path) -> None:
+def test_not_reported_yet_is_a_warning_not_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (tmp_path / "links").mkdir()
-    NetworkdActivator(tmp_path / "links", wait=0.1)._check_applied("ens6", 7, OURS)
+    act = NetworkdActivator(tmp_path / "links", wait=0.1)
+    with caplog.at_level(logging.WARNING):
+        assert act._check_applied("ens6", 7, OURS) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "ens6: networkd has not reported a .network file yet"
+    ]

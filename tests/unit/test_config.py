@@ -77,3 +77,19 @@ def test_rendered_default_parses_to_defaults(tmp_path: Path) -> None:
     assert load(tmp_path, uncommented) == config.Settings(
         config_path=str(tmp_path / "ec2net.toml"), runtime_dir=str(tmp_path)
     )
+
+
+def test_imds_fwmark(tmp_path: Path) -> None:
+    assert config.Settings().imds_fwmark is None  # sockets unmarked unless configured
+    assert load(tmp_path, "[imds]\nfwmark = 0x7FFF0815\n").imds_fwmark == 0x7FFF0815
+    assert load(tmp_path, "[imds]\nfwmark = 0xFFFFFFFF\n").imds_fwmark == 0xFFFFFFFF
+    for bad in ("0", "0x100000000", "-1", '"0x7FFF0815"', "true", "1.5"):
+        with pytest.raises(ConfigError, match=r"imds\.fwmark") as err:
+            load(tmp_path, f"[imds]\nfwmark = {bad}\n")
+        assert exit_code(err.value) == 2
+
+
+def test_unset_default_is_commented_without_a_value() -> None:
+    text = config.render_default()
+    assert "# fwmark: unset\n" in text
+    assert "#fwmark =" not in text

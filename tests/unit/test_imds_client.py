@@ -3,16 +3,26 @@ classification, request counts, propagation."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import ipaddress
+import json
+import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
-from ec2net.errors import ImdsAbsent, ImdsFatal, ImdsNotYet, ImdsTransient
-from ec2net.imds import ImdsClient
+from ec2net import cancel
+from ec2net import imds as imds_mod
+from ec2net.config import Settings
+from ec2net.errors import ImdsAbsent, ImdsFatal, ImdsNotYet, ImdsTransient, MetadataError
+from ec2net.imds import MAX_BODY, ImdsClient, decode_body
 from ec2net.metadata import fetch_dynamic, fetch_eni, wait_for_eni
 from ec2sim.imds import ImdsServer
 from ec2sim.world import World, default_world
@@ -43,7 +53,7 @@ def test_one_token_for_many_reads(server: ImdsServer) -> None:
     c = client(server)
     assert c.get("mac") == PRIMARY
     assert c.get("instance-id").startswith("i-")
-    assert c.get_list("network/interfaces/macs/") != []
+    assert f"{PRIMARY}/" in c.get("network/interfaces/macs/").split("\n")
     assert server.log.count("PUT") == 1
     assert server.log.count("GET") == 3
     assert c.stats.total == 4
@@ -69,7 +79,6 @@ def test_absent_key_is_absent_not_empty(server: ImdsServer) -> None:
     c = client(server)
     with pytest.raises(ImdsAbsent):
         c.get(f"network/interfaces/macs/{SECOND}/ipv4-prefix")
-    assert c.get_optional(f"network/interfaces/macs/{SECOND}/ipv4-prefix") is None
 
 
 def test_503_burst_is_retried(server: ImdsServer, world: World) -> None:
@@ -160,3 +169,222 @@ def test_propagation_wait_is_bounded(server: ImdsServer, world: World) -> None:
     with pytest.raises(ImdsNotYet):
         wait_for_eni(client(server), SECOND, PRIMARY, timeout=0.5)
     assert time.monotonic() - start < 3
+
+
+# --- bodies that cannot be text ------------------------------------------------------
+
+
+class _Fixed(BaseHTTPRequestHandler):
+    body = b""
+
+    def do_PUT(self) -> None:
+        self._answer(b"token")
+
+    def do_GET(self) -> None:
+        self._answer(self.body)
+
+    def _answer(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(body: bytes) -> Iterator[str]:
+    handler = type("H", (_Fixed,), {"body": body})
+    httpd = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"10.0.2.20\n10.0.2.\xff1", "not UTF-8"),
+        (b"\xc3(", "not UTF-8"),
+        (b"10.0.2.20\x00", "NUL"),
+        pytest.param(b"1" * (MAX_BODY + 1), "longer than", id="oversized"),
+    ],
+)
+def test_bytes_that_are_not_text_name_the_key(body: bytes, reason: str) -> None:
+    key = f"network/interfaces/macs/{SECOND}/local-ipv4s"
+    with serving(body) as url:
+        c = ImdsClient((url,), timeout=2, retries=0)
+        with pytest.raises(MetadataError, match=reason) as err:
+            c.get(key)
+    assert err.value.key == key
+
+
+def test_decode_body_never_replaces_silently() -> None:
+    assert decode_body("mac", "02:00:0a:00:02:14\u00e9".encode()) == "02:00:0a:00:02:14\u00e9"
+    with pytest.raises(MetadataError) as err:
+        decode_body("mac", b"02:00:0a:00:02:1\xe4")
+    assert err.value.key == "mac"
+    assert "byte 16" in str(err.value)
+
+
+# --- the endpoint that answered is remembered ----------------------------------------
+
+
+def dead_url() -> str:
+    with socket.socket() as s:  # a port nobody listens on: refused at once
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_answering_endpoint_is_remembered_for_the_next_process(
+    server: ImdsServer, tmp_path: Path
+) -> None:
+    dead = dead_url()
+    cache = tmp_path / "imds-token"
+    remembered = tmp_path / "imds-endpoint"
+    first = ImdsClient((dead, server.url), timeout=0.5, retries=0, endpoint_cache=remembered)
+    first.get("mac")
+    assert first.stats.total == 3  # PUT to the dead endpoint, then PUT and GET to the live one
+    assert json.loads(remembered.read_text()) == {"endpoint": server.url}
+    assert remembered.stat().st_mode & 0o777 == 0o600
+    # a new client (another process) starts with the endpoint that answered
+    second = ImdsClient(
+        (dead, server.url),
+        timeout=0.5,
+        retries=0,
+        token_cache=cache,
+        endpoint_cache=remembered,
+    )
+    assert second.preferred == server.url
+    second.get("mac")
+    second.get("instance-id")
+    assert second.stats.total == 3  # PUT, GET, GET: nothing sent to the dead endpoint
+    # the memory follows the endpoint that works
+    third = ImdsClient((server.url, dead), timeout=0.5, retries=0, endpoint_cache=remembered)
+    assert third.preferred == server.url
+
+
+def test_remembered_endpoint_not_configured_is_ignored(server: ImdsServer, tmp_path: Path) -> None:
+    remembered = tmp_path / "imds-endpoint"
+    remembered.write_text(json.dumps({"endpoint": "http://192.0.2.1"}))
+    c = ImdsClient((server.url,), endpoint_cache=remembered)
+    assert c.preferred == server.url
+    remembered.write_text("not json")
+    assert ImdsClient((server.url,), endpoint_cache=remembered).preferred == server.url
+
+
+def test_from_settings_keeps_the_endpoint_beside_the_token(tmp_path: Path) -> None:
+    settings = Settings(imds_endpoints=("http://[fd00:ec2::254]", "http://169.254.169.254"))
+    (tmp_path / "imds-endpoint").write_text(json.dumps({"endpoint": "http://169.254.169.254"}))
+    c = ImdsClient.from_settings(settings, tmp_path / "imds-token")
+    assert c.preferred == "http://169.254.169.254"
+
+
+# --- waits: cancellable, and bounded in all ------------------------------------------
+
+
+@pytest.fixture
+def stop_after() -> Iterator[Callable[[float], None]]:
+    timers: list[threading.Timer] = []
+
+    def arm(seconds: float) -> None:
+        timer = threading.Timer(seconds, cancel.cancel)
+        timers.append(timer)
+        timer.start()
+
+    yield arm
+    for timer in timers:
+        timer.cancel()
+    cancel.reset()
+
+
+def test_propagation_poll_is_cancelled_at_once(
+    server: ImdsServer, world: World, stop_after: Callable[[float], None]
+) -> None:
+    world.enis[SECOND].propagation_delay = 600
+    world.attach(world.enis[SECOND])
+    stop_after(0.3)
+    with pytest.raises(cancel.Cancelled):
+        wait_for_eni(client(server), SECOND, PRIMARY, timeout=600)
+
+
+def test_retry_backoff_is_cancelled(
+    server: ImdsServer, world: World, stop_after: Callable[[float], None]
+) -> None:
+    world.faults.error_503_remaining = 10**6
+    stop_after(0.3)
+    with pytest.raises(cancel.Cancelled):
+        client(server, retries=10**6).get("mac")
+    assert server.log.count() < 10**6
+
+
+def test_wait_for_eni_includes_the_request_time(server: ImdsServer, world: World) -> None:
+    """A request that would take 30 s ends with the 0.5 s propagation budget."""
+    world.faults.blackhole = True
+    c = client(server, timeout=30, retries=3)
+    start = time.monotonic()
+    with pytest.raises(ImdsTransient):
+        wait_for_eni(c, SECOND, PRIMARY, timeout=0.5)
+    assert time.monotonic() - start < 10  # not the 30 s of one request
+    # outside the budget the client is back to its own timeout
+    assert c._remaining() is None
+
+
+def test_budget_stops_retries_that_would_start_after_it(server: ImdsServer, world: World) -> None:
+    world.faults.error_503_remaining = 1000
+    slept: list[float] = []
+    c = client(server, retries=50, sleep=slept.append)
+    with c.budget(0.0), pytest.raises(ImdsTransient):
+        c.get("mac")
+    assert slept == []  # no backoff sleep beyond the budget
+    assert server.log.count() == 0  # out of time before the first request
+
+
+# --- locked-down IMDS ------------------------------------------------------------------
+
+
+def test_fwmark_is_set_before_connect(server: ImdsServer) -> None:
+    conn = imds_mod._Connection(server.host, server.port, 2.0, 0x7FFF0815)
+    try:
+        if os.geteuid() == 0:
+            conn.connect()
+            assert conn.sock.getsockopt(socket.SOL_SOCKET, imds_mod.SO_MARK) == 0x7FFF0815
+        else:  # without CAP_NET_ADMIN the mark is refused, naming the setting
+            with pytest.raises(ImdsFatal, match=r"imds\.fwmark"):
+                conn.connect()
+    finally:
+        conn.close()
+
+
+class _Prohibited:
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def request(self, *args: object, **kw: object) -> None:
+        raise OSError(self.code, os.strerror(self.code))
+
+    def close(self) -> None:
+        pass
+
+
+def test_prohibited_route_is_fatal_and_names_fwmark(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = ImdsClient(("http://169.254.169.254", "http://[fd00:ec2::254]"), retries=3)
+    monkeypatch.setattr(c, "_connection", lambda ep, t: _Prohibited(errno.EACCES))
+    with pytest.raises(ImdsFatal, match=r"imds\.fwmark") as err:
+        c.get("mac")
+    assert "169.254.169.254" in str(err.value) and "fd00:ec2::254" in str(err.value)
+    assert c.stats.total == 2  # fatal: no retries
+
+
+def test_unreachable_stays_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = ImdsClient(("http://169.254.169.254",), retries=1, sleep=lambda s: None)
+    monkeypatch.setattr(c, "_connection", lambda ep, t: _Prohibited(errno.ENETUNREACH))
+    with pytest.raises(ImdsTransient):
+        c.get("mac")
+    assert c.stats.total == 2

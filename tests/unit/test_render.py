@@ -16,6 +16,7 @@ from typing import Optional
 
 import pytest
 
+from ec2net.backends import file_backends
 from ec2net.model import (
     RTPROT_EC2NET,
     TABLE_MAIN,
@@ -27,10 +28,16 @@ from ec2net.model import (
     family_of,
 )
 from ec2net.plan import families_of, plan
-from ec2net.render import Files, RenderInput, header, is_ours, networkd, nm, renderers
+from ec2net.render import Files, Renderer, RenderInput, header, is_ours, networkd, nm
 from tests.unit.test_plan import SCENARIOS
 
 GOLDEN = Path(__file__).parent / "golden" / "render"
+
+
+def renderers() -> dict[str, Renderer]:
+    return {d.name: d.renderer for d in file_backends() if d.renderer is not None}
+
+
 BACKENDS = sorted(renderers())
 DHCP_SCENARIOS = ("ipv6", "other_subnet_secondaries")
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from ec2net import cli
+from ec2net.manpage import verbs
 from ec2net.sysfiles import (
+    INIT_CHOICES,
     RULES,
     UDEV_DIR,
     UNIT_DIR,
@@ -155,3 +157,9 @@ def test_udev_override_goes_to_etc_with_the_configured_drivers(tmp_path: Path) -
     assert "ena|virtio_net" in rule
     assert not install_udev_override(tmp_path, ("ena", "virtio_net"))  # unchanged
     assert not (tmp_path / "usr").exists()  # the packaged files are not touched
+
+
+def test_cli_init_choices_are_sysfiles() -> None:
+    sub = verbs(cli.build_parser())["install-system-files"]
+    init = next(a for a in sub._actions if a.dest == "init")
+    assert tuple(init.choices or ()) == INIT_CHOICES == ("auto", "systemd", "upstart")

@@ -83,7 +83,9 @@ class Instance:
         after down/detach."""
         out = {}
         for fam in ("-4", "-6"):
-            out[f"rules{fam}"] = self.ip(fam, "rule", "show", "proto", "236")
+            # `ip rule show proto N` does not filter on this iproute2: keep our lines.
+            rules = self.ip(fam, "rule", "show").splitlines()
+            out[f"rules{fam}"] = "\n".join(ln for ln in rules if "proto 236" in ln)
             out[f"routes{fam}"] = self.ip(fam, "route", "show", "table", "all", "proto", "236")
         records = self.runtime / "enis"
         out["records"] = " ".join(sorted(p.name for p in records.glob("*.json")))

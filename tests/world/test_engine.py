@@ -1,5 +1,5 @@
-"""The engine in the simulated VPC: every routing scenario of design.md proved by real
-TCP connections through the router's source/destination check."""
+"""The engine in the simulated VPC: every routing scenario of docs/routing.md proved by
+real TCP connections through the router's source/destination check."""
 
 from __future__ import annotations
 
@@ -84,18 +84,22 @@ def test_docker_bridge_reaches_every_host_address(instance: Instance) -> None:
 
 def test_foreign_rules_and_user_routes_untouched(instance: Instance) -> None:
     f = instance.fabric
-    client = f.hosts["client"]
-    client_ip = str(next(iter(client.ipv4s))) if hasattr(client, "ipv4s") else ""
-    # a CNI-like rule with its own table, and a user's more specific main route
+    client_ip = f.hosts["client"].ipv4
+    user_net = ipaddress.IPv4Network("10.0.3.0/25")
+    # the reachability checks below go to the client: they must cross the user's route
+    assert client_ip is not None and client_ip in user_net, client_ip
+    primary_ip = f.world.primary().ipv4s[0]
+    # a CNI-like rule with its own table, and a user's more specific main route (realm 7
+    # tells it apart from the default route, which has the same gateway)
     instance.ip("rule", "add", "pref", "512", "from", "10.0.9.0/24", "lookup", "100")
     instance.ip(
         "route", "add", "192.168.50.0/24", "via", "10.0.1.1", "dev", "eth0", "table", "100"
     )
-    instance.ip("route", "add", "10.0.3.0/25", "via", "10.0.1.1", "dev", "eth0")
+    instance.ip("route", "add", str(user_net), "via", "10.0.1.1", "dev", "eth0", "realm", "7")
     before = (
         instance.ip("rule", "show", "pref", "512"),
         instance.ip("route", "show", "table", "100"),
-        instance.ip("route", "show", "10.0.3.0/25"),
+        instance.ip("route", "show", str(user_net)),
     )
     eni = f.attach(SECOND, "eth1")
     for verb in (["up", "eth1"], ["refresh"], ["scan"], ["refresh", "eth1"]):
@@ -103,16 +107,22 @@ def test_foreign_rules_and_user_routes_untouched(instance: Instance) -> None:
         assert before == (
             instance.ip("rule", "show", "pref", "512"),
             instance.ip("route", "show", "table", "100"),
-            instance.ip("route", "show", "10.0.3.0/25"),
+            instance.ip("route", "show", str(user_net)),
         ), verb
     assert_reachable(instance, eni)
+    # the ENI's own sources reach the client through the ENI (VPC routes come first)
+    via_eni = instance.ip("route", "get", str(client_ip), "from", str(eni.ipv4s[0]))
+    assert "dev eth1" in via_eni and "realm" not in via_eni, via_eni
     # the user's route still carries the primary's traffic to the client subnet
-    assert instance.reachable(f.world.primary().ipv4s[0])
+    route = instance.ip("route", "get", str(client_ip), "from", str(primary_ip))
+    assert "dev eth0" in route and "realm 7" in route, route
+    assert instance.reachable(primary_ip)
     instance.ec2net("down", "eth1")
     assert before[0] == instance.ip("rule", "show", "pref", "512")
     assert before[1] == instance.ip("route", "show", "table", "100")
-    assert before[2] == instance.ip("route", "show", "10.0.3.0/25")
-    assert client_ip is not None
+    assert before[2] == instance.ip("route", "show", str(user_net))
+    route = instance.ip("route", "get", str(client_ip), "from", str(primary_ip))
+    assert "dev eth0" in route and "realm 7" in route, route
 
 
 def test_delegated_prefixes(instance: Instance) -> None:
@@ -240,7 +250,7 @@ def test_plan_is_a_dry_run(instance: Instance) -> None:
     assert "add rule pref 25001 from 10.0.2.20/31 lookup 10001" in out
     assert instance.owned_state() == empty
     instance.ec2net("up", "eth1")
-    assert instance.ec2net("plan", "eth1").stdout.strip() == "eth1: unchanged"
+    assert instance.ec2net("plan", "eth1").stdout.strip() == "eth1: nothing to change"
 
 
 def test_status_and_metadata(instance: Instance) -> None:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from ec2net.backends.activators import Activation
+from ec2net.backends import by_name
+from ec2net.backends.activators import Activation, Kernel
 from ec2net.backends.base import ApplyReport
 from ec2net.backends.files import FileBackend
-from ec2net.backends.flavours import FLAVOURS
 from ec2net.backends.netlink import NetlinkBackend
 from ec2net.config import load
 from ec2net.engine import Engine
@@ -153,7 +153,7 @@ class ForeignProtocolManager:
         return None
 
     def activate(
-        self, activations: Sequence[Activation], changes: ChangeSet, kernel: NetlinkBackend
+        self, activations: Sequence[Activation], changes: ChangeSet, kernel: Kernel
     ) -> ApplyReport:
         for change in changes.changes:
             if change.op is not Op.ADD:
@@ -185,13 +185,13 @@ def test_managed_objects_without_our_protocol_are_removed(
                 "protocol", "static")  # fmt: skip
     before = instance.ip("rule", "show")
     settings = replace(load(instance.env()), settle_timeout=5.0)
-    flavour = replace(FLAVOURS["networkd"], name="fake-networkd")
+    descriptor = replace(by_name("networkd"), name="fake-networkd")
 
     def run(verb: str) -> None:
         def body() -> None:
             kernel = NetlinkBackend(managed=True)
             backend = FileBackend(
-                flavour, ForeignProtocolManager(instance), kernel, root=str(tmp_path / "r")
+                descriptor, ForeignProtocolManager(instance), kernel, root=str(tmp_path / "r")
             )
             store = Store(instance.runtime)
             store.ensure()
@@ -211,3 +211,23 @@ def test_managed_objects_without_our_protocol_are_removed(
     run("down")
     assert instance.ip("rule", "show") == before
     assert instance.ip("route", "show", "table", "10001") == ""
+
+
+def test_a_name_network_scripts_cannot_take_exits_2(ifcfg: Instance) -> None:
+    empty = ifcfg.owned_state()
+    ifcfg.fabric.attach(SECOND, "eth1")
+    ifcfg.ip("link", "set", "dev", "eth1", "name", "eth;1")  # still down: renamable
+    out = ifcfg.ec2net("up", "eth;1", check=False)
+    assert out.returncode == 2, out
+    assert "eth;1: backend ifcfg cannot configure an interface with this name" in out.stderr
+    assert files(ifcfg) == set()
+    assert ifcfg.owned_state() == empty
+
+
+def test_netlink_takes_any_name_linux_takes(instance: Instance) -> None:
+    eni = instance.fabric.attach(SECOND, "eth1")
+    odd = "e;$(x)'\"-1.2"
+    instance.ip("link", "set", "dev", "eth1", "name", odd)
+    instance.ec2net("up", odd)
+    assert reachable_all(instance, eni) == []
+    instance.ec2net("down", odd)

@@ -1,17 +1,31 @@
-"""The ifcfg renderer in the simulated VPC, applied the way RHEL network-scripts applies
-it (ec2sim.netscripts emulates ifup/ifdown), proved like test_engine.py proves the
-netlink backend: real TCP connections through the router's source/destination check.
+"""The ifcfg renderer and backend in the simulated VPC under the real RHEL 7
+network-scripts (initscripts 9.49, run by ec2sim.rhel in the instance's namespaces),
+proved like test_engine.py proves the netlink backend: real TCP connections through
+the router's source/destination check.
 
 The plan is built as the engine builds it (IMDS through ec2net.metadata, links from the
-netlink backend, ec2net.plan), rendered by ec2net.render.ifcfg into a temporary root
-and brought up with the emulated `ifup`, never by ec2net itself.
+netlink backend, ec2net.plan), rendered by ec2net.render.ifcfg into the directory the
+scripts read as /etc/sysconfig/network-scripts, and brought up by the real `ifup`, never
+by ec2net itself; the last tests run ec2net's ifcfg backend and the scripts in turn on
+the same files, as a RHEL host does between a hot-plug and the next boot.
+
+The scripts are an external tool: EC2NET_RHEL_SCRIPTS (default
+../shared/peers/initscripts-9.49.54 beside the checkout) names them, and every test
+here fails, saying where it looked, when they are absent.
+
+What the real scripts showed that the former emulation did not: /32 secondaries get
+ipcalc's broadcast (the address itself, a local-table broadcast route the local route
+shadows); a second ifup of a link that is up prints "File exists" per route before
+ifup-routes falls back to `replace`; with BOOTPROTO=dhcp each ifup that applies a
+changed ifcfg file replaces the running dhclient (which renews the same lease).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
@@ -25,15 +39,14 @@ from ec2net.metadata import EniMetadata, wait_for_eni
 from ec2net.model import Family, rule_of_table
 from ec2net.render import Files, RenderInput, ifcfg
 from ec2sim.netns import run_in_netns
-from ec2sim.netscripts import (
-    SCRIPTS_DIR,
-    ConfigError,
-    NetworkScripts,
-    Report,
-    expand_ipv4,
-    fabric_runner,
-    parse_shell_vars,
-    read_lines,
+from ec2sim.rhel import (
+    ENV_VAR,
+    FILES_DIR,
+    RhelHost,
+    Run,
+    ScriptsMissing,
+    locate_scripts,
+    wait_gone,
 )
 from ec2sim.world import Eni
 from tests.world.conftest import Instance, echo, two_card_world
@@ -44,14 +57,15 @@ SECOND = "02:00:0a:00:02:14"  # default world: subnet-b, 10.0.2.20-22, 2600:1f16
 
 
 class Scripts:
-    """One instance configured through rendered network-scripts files."""
+    """One instance configured through rendered network-scripts files and the real
+    scripts."""
 
-    def __init__(self, inst: Instance, root: Path) -> None:
+    def __init__(self, inst: Instance, tmp: Path) -> None:
         self.inst = inst
         self.fabric = inst.fabric
-        self.root = root
+        self.root = tmp / "root"
         self.ns = inst.fabric.instance_ns
-        self.emulator = NetworkScripts(root, fabric_runner(inst.fabric), dad_timeout=5.0)
+        self.host = RhelHost(self.ns, self.root, tmp / "rhel")
 
     def render_input(self, ifname: str) -> RenderInput:
         """What the engine would plan for `ifname` now (Engine._target's inputs)."""
@@ -75,25 +89,43 @@ class Scripts:
             dest.write_text(content)
         return files
 
-    def up(self, ifname: str) -> Report:
-        self.render(ifname)
-        report = self.emulator.ifup(ifname)
-        assert report.failures == [], str(report)
-        assert report.warnings == [], str(report)
-        return report
+    def up(self, ifname: str, *, render: bool = True, again: bool = False) -> Run:
+        if render:
+            self.render(ifname)
+        return ok(self.host.ifup(ifname), again=again)
 
-    def down(self, ifname: str) -> Report:
-        report = self.emulator.ifdown(ifname)
-        assert report.failures == [], str(report)
-        return report
+    def down(self, ifname: str) -> Run:
+        return ok(self.host.ifdown(ifname))
 
     def file(self, name: str) -> Path:
-        return self.root / SCRIPTS_DIR / name
+        return self.root / FILES_DIR / name
+
+    def use_ec2net(self) -> None:
+        """ec2net's own ifcfg backend writes where the scripts read."""
+        self.inst.write_config(backend={"name": "ifcfg", "files_root": str(self.root)})
+
+
+def ok(run: Run, *, again: bool = False) -> Run:
+    """The scripts succeeded and complained about nothing (they let failed `ip`
+    commands print to stderr and carry on). `again`: an ifup of a link that is up
+    re-adds its routes, each `add` failing before ifup-routes retries as `replace`."""
+    assert run.returncode == 0, str(run)
+    lines = run.stderr.splitlines()
+    if again:
+        lines = [x for x in lines if x != "RTNETLINK answers: File exists"]
+    assert lines == [], str(run)
+    return run
 
 
 @pytest.fixture
-def scripts(instance: Instance, tmp_path: Path) -> Scripts:
-    return Scripts(instance, tmp_path / "root")
+def scripts(
+    request: pytest.FixtureRequest, make_instance: Callable[..., Instance], tmp_path: Path
+) -> Iterator[Scripts]:
+    """The default world (with the VPC's DHCP for tests named *dhcp*) under the scripts."""
+    inst = make_instance(dhcp="dhcp" in request.node.name)
+    s = Scripts(inst, tmp_path)
+    with s.host:
+        yield s
 
 
 def addrs(eni: Eni) -> list[str]:
@@ -117,6 +149,16 @@ def kernel_state(inst: Instance, ifname: str) -> dict[str, str]:
     return out
 
 
+def test_missing_scripts_fail_with_a_clear_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "nowhere"))
+    with pytest.raises(ScriptsMissing, match=f"{ENV_VAR}.*initscripts"):
+        locate_scripts()
+    monkeypatch.undo()  # back to the run's own setting
+    assert (locate_scripts() / "sysconfig/network-scripts/ifup-eth").is_file()
+
+
 # --- routing scenarios ------------------------------------------------------------------
 
 
@@ -136,7 +178,8 @@ def test_other_subnet_eni_with_secondaries(scripts: Scripts) -> None:
 
 def test_without_the_rule_files_the_check_drops_replies(scripts: Scripts) -> None:
     """The control: the same ifcfg and route files without the rules are unreachable;
-    a second ifup with them (routes re-added as `replace`) repairs it."""
+    a second ifup with them (routes re-added, the scripts fall back to `replace`)
+    repairs it."""
     inst, f = scripts.inst, scripts.fabric
     eni = f.attach(SECOND, "eth1")
     files = scripts.render("eth1")
@@ -144,10 +187,11 @@ def test_without_the_rule_files_the_check_drops_replies(scripts: Scripts) -> Non
     assert rules, sorted(str(p) for p in files)
     for path in rules:
         scripts.file(path.name).unlink()
-    assert scripts.emulator.ifup("eth1").failures == []
+    first = scripts.host.ifup("eth1")
+    assert first.returncode == 0, str(first)
+    assert "lookup 10001" not in inst.ip("-4", "rule", "show")
     assert not inst.reachable(eni.ipv4s[0])
-    again = scripts.up("eth1")
-    assert any(c.argv[1:4] == ("-4", "rule", "add") for c in again.commands), str(again)
+    scripts.up("eth1", again=True)
     assert_reachable(inst, eni)
 
 
@@ -219,16 +263,17 @@ def test_two_network_cards_never_share_a_table(
     make_instance: Callable[..., Instance], tmp_path: Path
 ) -> None:
     inst = make_instance(world=two_card_world())
-    scripts = Scripts(inst, tmp_path / "root")
+    scripts = Scripts(inst, tmp_path)
     f = inst.fabric
     card1 = f.attach(f.new_eni("subnet-b", device_number=0, network_card=1, n_ipv4=2), "eth1")
     card0 = f.attach(f.new_eni("subnet-d", device_number=1, network_card=0, n_ipv4=2), "eth2")
-    scripts.up("eth1")
-    scripts.up("eth2")
-    rules = inst.ip("-4", "rule", "show")
-    assert "lookup 10100" in rules and "lookup 10001" in rules
-    assert_reachable(inst, card1)
-    assert_reachable(inst, card0)
+    with scripts.host:
+        scripts.up("eth1")
+        scripts.up("eth2")
+        rules = inst.ip("-4", "rule", "show")
+        assert "lookup 10100" in rules and "lookup 10001" in rules
+        assert_reachable(inst, card1)
+        assert_reachable(inst, card0)
 
 
 def test_ipv6_only_eni(scripts: Scripts) -> None:
@@ -238,21 +283,6 @@ def test_ipv6_only_eni(scripts: Scripts) -> None:
     scripts.up("eth1")
     assert_reachable(inst, eni)
     assert_reachable(inst, eni, f.peer_ns)
-
-
-def test_dhcp_rendering_is_refused_by_the_emulator(scripts: Scripts) -> None:
-    """BOOTPROTO=dhcp needs RHEL's dhclient-script; the emulator says so instead of
-    guessing (the world tests use static files)."""
-    f = scripts.fabric
-    f.attach(SECOND, "eth1")
-    files = ifcfg.render(dataclasses.replace(scripts.render_input("eth1"), dhcp=True))
-    path = next(p for p in files if p.name == "ifcfg-eth1")
-    dest = scripts.file(path.name)
-    dest.parent.mkdir(parents=True)
-    dest.write_text(files[path])
-    assert parse_shell_vars(files[path])["BOOTPROTO"] == "dhcp"
-    with pytest.raises(NotImplementedError, match="dhclient"):
-        scripts.emulator.ifup("eth1")
 
 
 def test_eni_in_the_clients_subnet_leaves_the_primary_reachable(scripts: Scripts) -> None:
@@ -327,8 +357,9 @@ def test_applied_files_are_what_the_engine_plans(scripts: Scripts) -> None:
     scripts.up("eth1")
     inp = scripts.render_input("eth1")
     with NetlinkBackend(scripts.ns) as nl:
-        routes, rules = nl.owned_routes(), nl.owned_rules()
-        have = nl.addresses("eth1")
+        snap = nl.snapshot()
+        routes, rules = snap.routes, snap.rules
+        have = snap.addresses_of(snap.link("eth1"))
         current = Current(
             link_addresses=frozenset(have),
             owned_ips=frozenset(),
@@ -343,27 +374,177 @@ def test_applied_files_are_what_the_engine_plans(scripts: Scripts) -> None:
     assert {a.address for a in have} == {a.address for a in want}
 
 
-# --- the emulator's reading of the files (no namespaces needed) -----------------------
+# --- ec2net's ifcfg backend and the scripts on the same files ---------------------------
 
 
-def test_shell_assignments_are_read_as_bash_would() -> None:
-    text = '# c\nA=1\nB=\'two words\'  # trailing\nC="x\\"y"\nD=a\\ b\nE=\n'
-    assert parse_shell_vars(text) == {"A": "1", "B": "two words", "C": 'x"y', "D": "a b", "E": ""}
-    for bad in ("A=$HOME\n", "A=b c\n", "A='open\n", "export A=1\n", "A=`x`\n"):
-        with pytest.raises(ConfigError):
-            parse_shell_vars(bad)
+def test_ifdown_and_ifup_of_what_ec2net_wrote_match_ec2net(scripts: Scripts) -> None:
+    """A hot-plugged ENI is configured by ec2net (files + netlink); the scripts' ifdown
+    removes every object of it, and their ifup (as at the next boot) restores exactly
+    what ec2net plans: ec2net then finds nothing to change."""
+    inst, f = scripts.inst, scripts.fabric
+    scripts.use_ec2net()
+    eni = f.attach(SECOND, "eth1")
+    empty = kernel_state(inst, "eth1")
+    inst.ec2net("up", "eth1")
+    applied = kernel_state(inst, "eth1")
+    assert_reachable(inst, eni)
+    scripts.down("eth1")
+    assert kernel_state(inst, "eth1") == {**empty, "addresses": ""}
+    assert not inst.reachable(eni.ipv4s[0])
+    scripts.up("eth1", render=False)
+    assert_reachable(inst, eni)
+    # what ifup adds beyond ec2net: IPv6 host routes in main (no noprefixroute there)
+    assert kernel_state(inst, "eth1")["rules-4"] == applied["rules-4"]
+    assert kernel_state(inst, "eth1")["rules-6"] == applied["rules-6"]
+    assert kernel_state(inst, "eth1")["addresses"] == applied["addresses"]
+    plan = inst.ec2net("plan", "eth1")
+    assert "unchanged" in plan.stdout, plan.stdout
+    inst.ec2net("down", "eth1")
+    assert not scripts.file("ifcfg-eth1").exists()
+    assert kernel_state(inst, "eth1")["rules-4"] == empty["rules-4"]
 
 
-def test_route_lines_are_read_as_ifup_routes_does() -> None:
-    text = "# header\n\n  10.0.0.0/16 via 10.0.2.1 dev eth1 table 10001  \n  # x\na b # c\n"
-    assert read_lines(text) == [
-        ["10.0.0.0/16", "via", "10.0.2.1", "dev", "eth1", "table", "10001"],
-        ["a", "b", "#", "c"],  # a late `#` is an argument, not a comment
-    ]
+def test_users_ec2sync_no_file_is_run_by_the_scripts_not_by_ec2net(scripts: Scripts) -> None:
+    inst, f = scripts.inst, scripts.fabric
+    scripts.use_ec2net()
+    eni = f.attach(SECOND, "eth1")
+    mine = (
+        f"DEVICE=eth1\nHWADDR={SECOND.upper()}\nBOOTPROTO=none\nONBOOT=yes\n"
+        f"IPADDR={eni.ipv4s[0]}\nPREFIX=24\nARPCHECK=no\nNOZEROCONF=yes\nEC2SYNC=no\n"
+    )
+    scripts.file("ifcfg-eth1").write_text(mine)
+    scripts.up("eth1", render=False)
+    out = inst.ec2net("up", "eth1")
+    assert "EC2SYNC=no" in out.stdout, out.stdout
+    assert scripts.file("ifcfg-eth1").read_text() == mine
+    assert not scripts.file("rule-eth1").exists()
+    assert "proto 236" not in inst.ip("rule", "show") + inst.ip("-6", "rule", "show")
+    # the user's address stays; without ec2net's rules its replies hit the check
+    assert f"{eni.ipv4s[0]}/24" in kernel_state(inst, "eth1")["addresses"]
+    assert not inst.reachable(eni.ipv4s[0])
+    scripts.down("eth1")
+    assert scripts.file("ifcfg-eth1").read_text() == mine
 
 
-def test_indexed_addresses_follow_the_scripts_order() -> None:
-    cfg = {"IPADDR": "10.0.2.9", "IPADDR1": "10.0.2.20", "PREFIX1": "24", "IPADDR2": "10.0.2.21"}
-    cfg |= {"NETMASK2": "255.255.255.255", "IPADDR4": "10.0.2.40"}  # IPADDR3 missing: stop
-    got = [(str(e.address), e.prefix) for e in expand_ipv4(cfg, "t")]
-    assert got == [("10.0.2.9", 8), ("10.0.2.20", 24), ("10.0.2.21", 32)]
+def test_a_name_reused_by_another_mac(scripts: Scripts) -> None:
+    """ENI A leaves without cleanup and ENI B arrives as eth1: the scripts refuse A's
+    stale file (HWADDR is A's), so a boot would leave B unconfigured; ec2net's scan
+    rewrites the files for B's MAC, and the scripts then run them."""
+    inst, f = scripts.inst, scripts.fabric
+    scripts.use_ec2net()
+    first = f.attach(SECOND, "eth1")
+    inst.ec2net("up", "eth1")
+    f.detach(first)
+    other = f.attach(f.new_eni("subnet-b", n_ipv4=2, n_ipv6=1), "eth1")
+    refused = scripts.host.ifup("eth1")
+    assert refused.returncode != 0, str(refused)
+    assert "different MAC address" in refused.stdout + refused.stderr, str(refused)
+    inst.ec2net("scan")
+    assert other.mac.upper() in scripts.file("ifcfg-eth1").read_text()
+    assert_reachable(inst, other)
+    scripts.down("eth1")
+    assert not inst.reachable(other.ipv4s[0])
+    scripts.up("eth1", render=False)
+    assert_reachable(inst, other)
+    assert_reachable(inst, f.world.primary())
+
+
+def test_a_mac_that_moved_to_another_name(scripts: Scripts) -> None:
+    """The same ENI re-attached as eth3: ec2net's files follow the MAC (eth1's go), and
+    the scripts bring it up under its new name."""
+    inst, f = scripts.inst, scripts.fabric
+    scripts.use_ec2net()
+    eni = f.attach(SECOND, "eth1")
+    inst.ec2net("up", "eth1")
+    f.detach(SECOND)
+    f.attach(SECOND, "eth3")
+    inst.ec2net("scan")
+    assert not scripts.file("ifcfg-eth1").exists()
+    assert scripts.file("ifcfg-eth3").exists()
+    scripts.down("eth3")
+    assert "proto 236" not in inst.ip("rule", "show") + inst.ip("-6", "rule", "show")
+    scripts.up("eth3", render=False)
+    assert_reachable(inst, eni)
+
+
+# --- backend.ifcfg_dhcp under the shipped units ------------------------------------------
+
+
+def unit_settings(root: Path, unit: str) -> dict[str, set[str]]:
+    """Merged list settings of an installed unit and its drop-ins (as systemd merges
+    CapabilityBoundingSet= and RestrictAddressFamilies= allow-lists)."""
+    paths = [root / "usr/lib/systemd/system" / unit]
+    paths += sorted((root / "etc/systemd/system" / f"{unit}.d").glob("*.conf"))
+    merged: dict[str, set[str]] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#"):
+                merged.setdefault(key, set()).update(value.split())
+    return merged
+
+
+def bounded(caps: set[str], argv: list[str]) -> list[str]:
+    """argv with the unit's capability bounding set (root keeps only those)."""
+    names = ",".join(sorted("+" + c.removeprefix("CAP_").lower() for c in caps))
+    return ["setpriv", f"--bounding-set=-all,{names}", *argv]
+
+
+def test_dhcp_mode_works_with_the_units_drop_in(scripts: Scripts, tmp_path: Path) -> None:
+    """`backend.ifcfg_dhcp = true`: ec2net's ifup starts dhclient (real ifup-eth, lease
+    from the VPC's DHCP), only with the rights `install-system-files` adds for that
+    mode; the lease's address stays through refreshes and goes with `ec2net down`."""
+    inst, f = scripts.inst, scripts.fabric
+    assert f.dnsmasq is not None, "the world needs DHCP"
+    root = str(scripts.root)
+    inst.write_config(backend={"name": "ifcfg", "files_root": root, "ifcfg_dhcp": True})
+    sysroot = tmp_path / "sys"
+    inst.ec2net("install-system-files", "--root", str(sysroot), "--init", "systemd")
+    unit = unit_settings(sysroot, "ec2net@.service")
+    assert "AF_PACKET" in unit["RestrictAddressFamilies"]
+    inst.write_config(backend={"name": "ifcfg", "files_root": root})
+    inst.ec2net("install-system-files", "--root", str(sysroot), "--init", "systemd")
+    shipped = unit_settings(sysroot, "ec2net@.service")
+    assert "AF_PACKET" not in shipped["RestrictAddressFamilies"]  # the drop-in went
+    inst.write_config(backend={"name": "ifcfg", "files_root": root, "ifcfg_dhcp": True})
+    eni = f.attach(SECOND, "eth1")
+    env = {k: v for k, v in inst.env().items() if k.startswith(("EC2NET_", "PYTHON"))}
+
+    def ec2net(caps: set[str], *args: str) -> Run:
+        argv = bounded(caps, [sys.executable, "-m", "ec2net", *args])
+        return scripts.host.run(argv, env=env)
+
+    done = ec2net(unit["CapabilityBoundingSet"], "up", "eth1")
+    assert done.returncode == 0, str(done)
+    dhclients = scripts.host.daemons()
+    assert len(dhclients) == 1, str(done)
+    lease = f"{eni.ipv4s[0]}/24"
+
+    def leased() -> bool:
+        info = json.loads(inst.ip("-j", "-4", "addr", "show", "dev", "eth1"))[0]["addr_info"]
+        return any(f"{a['local']}/{a['prefixlen']}" == lease and a.get("dynamic") for a in info)
+
+    assert leased()
+    assert_reachable(inst, eni)
+    f.assign(SECOND, ipaddress.IPv4Address("10.0.2.23"))
+    again = ec2net(unit["CapabilityBoundingSet"], "refresh", "eth1")
+    assert again.returncode == 0, str(again)
+    # the changed ifcfg file is applied by a second ifup: its dhclient replaces the
+    # first (ISC dhclient ends the one in its pid file) and renews the same lease
+    assert leased()
+    dhclients = scripts.host.daemons()
+    assert len(dhclients) == 1, str(again)
+    assert_reachable(inst, eni)
+    same = ec2net(unit["CapabilityBoundingSet"], "refresh", "eth1")  # nothing changed
+    assert same.returncode == 0, str(same)
+    assert leased() and scripts.host.daemons() == dhclients
+    gone = ec2net(unit["CapabilityBoundingSet"], "down", "eth1")
+    assert gone.returncode == 0, str(gone)
+    assert wait_gone(dhclients) == []
+    assert kernel_state(inst, "eth1")["addresses"] == ""
+    assert "proto 236" not in inst.ip("rule", "show") + inst.ip("-6", "rule", "show")
+    # the control: under the shipped hardening alone dhclient cannot start
+    f.attach(f.new_eni("subnet-b", n_ipv4=1, n_ipv6=0), "eth2")
+    refused = ec2net(shipped["CapabilityBoundingSet"], "up", "eth2")
+    assert refused.returncode == 1 and "ifup eth2" in refused.stderr, str(refused)
+    assert scripts.host.daemons() == []

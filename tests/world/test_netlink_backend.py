@@ -13,6 +13,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,11 @@ T = 10001
 ip_if = ipaddress.ip_interface
 ip_net = ipaddress.ip_network
 ip_addr = ipaddress.ip_address
+
+
+def addrs(be: NetlinkBackend, ifname: str) -> set[AddressSpec]:
+    snap = be.snapshot()
+    return set(snap.addresses_of(snap.link(ifname)))
 
 
 def sh(ns: str, *args: str) -> str:
@@ -103,9 +109,35 @@ def test_links(ns: str, be: NetlinkBackend) -> None:
 def test_ipv6_routers_from_ra_default_routes(ns: str, be: NetlinkBackend) -> None:
     sh(ns, "-6", "route", "add", "default", "via", "fe80::1", "dev", "x0", "proto", "ra")
     sh(ns, "-6", "route", "add", "default", "via", "fe80::2", "dev", "x1", "table", "5")
-    links = {ln.name: ln for ln in be.links()}
+    links = {ln.name: ln for ln in be.snapshot().links}
     assert links["x0"].ipv6_routers == (ip_addr("fe80::1"),)
     assert links["x1"].ipv6_routers == ()  # static, and not in main
+
+
+def test_snapshot_counts_one_dump_of_each_kind(ns: str, be: NetlinkBackend) -> None:
+    """A snapshot costs one dump of links, one of addresses, and one of routes and of
+    rules per family; its parts agree with the narrower reads."""
+    sent: list[int] = []
+    dump = be._chan.dump
+
+    def counting(req: Any) -> Any:
+        sent.append(int(req["header"]["type"]))
+        return dump(req)
+
+    be._chan.dump = counting  # type: ignore[method-assign,assignment]
+    snap = be.snapshot()
+    kinds = {16 + 2: "link", 20 + 2: "addr", 24 + 2: "route", 32 + 2: "rule"}
+    counts = {name: sent.count(t) for t, name in kinds.items()}
+    assert counts == {"link": 1, "addr": 1, "route": 2, "rule": 2}, counts
+    assert [ln.name for ln in snap.links] == [ln.name for ln in be.links()]
+
+
+def test_ports_of_a_bridge_carry_their_master(ns: str, be: NetlinkBackend) -> None:
+    sh(ns, "link", "add", "br9", "type", "bridge")
+    sh(ns, "link", "set", "x1", "master", "br9")
+    links = {ln.name: ln for ln in be.links()}
+    assert links["x1"].master == links["br9"].index
+    assert links["x0"].master is None
 
 
 def test_addresses_round_trip(ns: str, be: NetlinkBackend) -> None:
@@ -116,16 +148,16 @@ def test_addresses_round_trip(ns: str, be: NetlinkBackend) -> None:
         AddressSpec("x0", ip_if("2001:db8:2::5/64"), False),
     }
     assert_all_applied(be, adds(*sorted(want, key=str)))
-    assert be.addresses("x0") == want  # fe80:: link-local of x0 is skipped
-    assert be.addresses("x1") == set()
-    assert be.addresses("nosuch0") == set()
+    assert addrs(be, "x0") == want  # fe80:: link-local of x0 is skipped
+    assert addrs(be, "x1") == set()
+    assert addrs(be, "nosuch0") == set()
     v6 = sh(ns, "-6", "addr", "show", "dev", "x0", "scope", "global")
     assert "tentative" not in v6  # NODAD: usable at once
     main = sh(ns, "route", "show", "table", "main")
     assert "10.2.0.0/24" in main and "10.1.0.0/24" not in main  # per noprefixroute
 
     assert_all_applied(be, dels(*sorted(want, key=str)))
-    assert be.addresses("x0") == set()
+    assert addrs(be, "x0") == set()
 
 
 def test_routes_round_trip(ns: str, be: NetlinkBackend) -> None:
@@ -137,10 +169,10 @@ def test_routes_round_trip(ns: str, be: NetlinkBackend) -> None:
         RouteSpec(T + 1, ip_net("2001:db8::/64"), "x1"),
     }
     assert_all_applied(be, adds(*sorted(routes, key=str)))
-    assert be.owned_routes() == routes
+    assert be.snapshot().routes == routes
     assert "default via 10.1.0.1 dev x0 proto 236" in sh(ns, "route", "show", "table", str(T))
     assert_all_applied(be, dels(*sorted(routes, key=str)))
-    assert be.owned_routes() == set()
+    assert be.snapshot().routes == set()
 
 
 def test_rules_round_trip(be: NetlinkBackend) -> None:
@@ -153,9 +185,9 @@ def test_rules_round_trip(be: NetlinkBackend) -> None:
         RuleSpec(20000, Family.V6, 254, None, 0),
     }
     assert_all_applied(be, adds(*sorted(rules, key=str)))
-    assert be.owned_rules() == rules
+    assert be.snapshot().rules == rules
     assert_all_applied(be, dels(*sorted(rules, key=str)))
-    assert be.owned_rules() == set()
+    assert be.snapshot().rules == set()
 
 
 def test_foreign_objects_are_neither_returned_nor_touched(ns: str, be: NetlinkBackend) -> None:
@@ -166,8 +198,8 @@ def test_foreign_objects_are_neither_returned_nor_touched(ns: str, be: NetlinkBa
     mine_rule = RuleSpec(513, Family.V4, 100)
     mine_route = RouteSpec(T, ip_net("10.70.0.0/24"), "x0")
     assert_all_applied(be, adds(mine_rule, mine_route))
-    assert be.owned_rules() == {mine_rule}
-    assert be.owned_routes() == {mine_route}
+    assert be.snapshot().rules == {mine_rule}
+    assert be.snapshot().routes == {mine_route}
 
     # Deleting look-alikes of the foreign objects matches nothing (protocol differs).
     lookalikes = (
@@ -179,8 +211,8 @@ def test_foreign_objects_are_neither_returned_nor_touched(ns: str, be: NetlinkBa
     assert "512:\tfrom all lookup 100" in sh(ns, "rule", "show")
     assert "10.50.0.0/24 dev x0" in sh(ns, "route", "show")
     assert "10.60.0.0/24 dev x0" in sh(ns, "route", "show", "table", str(T))
-    assert be.owned_rules() == set()
-    assert be.owned_routes() == set()
+    assert be.snapshot().rules == set()
+    assert be.snapshot().routes == set()
 
 
 def test_idempotent_adds_and_deletes(ns: str, be: NetlinkBackend) -> None:
@@ -197,8 +229,8 @@ def test_idempotent_adds_and_deletes(ns: str, be: NetlinkBackend) -> None:
     assert len(sh(ns, "rule", "show").splitlines()) == 4  # no duplicate rule
     for _ in range(2):
         assert_all_applied(be, dels(*objs))
-    assert be.owned_rules() == set() and be.owned_routes() == set()
-    assert be.addresses("x0") == set()
+    assert be.snapshot().rules == set() and be.snapshot().routes == set()
+    assert addrs(be, "x0") == set()
 
 
 def test_errors_are_reported_per_object(ns: str, be: NetlinkBackend) -> None:
@@ -213,7 +245,7 @@ def test_errors_are_reported_per_object(ns: str, be: NetlinkBackend) -> None:
     assert set(failed) == {changes.changes[1], changes.changes[2]}
     assert failed[changes.changes[1]].startswith("ENODEV")
     assert failed[changes.changes[2]].startswith("ENETUNREACH")
-    assert be.owned_rules() == {good_after}
+    assert be.snapshot().rules == {good_after}
 
 
 def test_delete_after_device_vanished(ns: str, be: NetlinkBackend) -> None:
@@ -224,10 +256,10 @@ def test_delete_after_device_vanished(ns: str, be: NetlinkBackend) -> None:
     ]
     assert_all_applied(be, adds(*objs))
     sh(ns, "link", "del", "x1")
-    assert be.owned_routes() == set()
-    assert be.owned_rules() == {objs[2]}  # rules outlive the device
+    assert be.snapshot().routes == set()
+    assert be.snapshot().rules == {objs[2]}  # rules outlive the device
     assert_all_applied(be, dels(*objs))
-    assert be.owned_rules() == set()
+    assert be.snapshot().rules == set()
 
 
 def _bulk(devs: int, per_dev: int) -> list[NetObject]:
@@ -252,14 +284,12 @@ def _bulk(devs: int, per_dev: int) -> list[NetObject]:
 
 def _check_bulk(be: NetlinkBackend, objs: list[NetObject]) -> None:
     assert_all_applied(be, adds(*objs))
-    assert be.addresses("x0") | be.addresses("x1") == {
-        o for o in objs if isinstance(o, AddressSpec)
-    }
-    assert be.owned_routes() == {o for o in objs if isinstance(o, RouteSpec)}
-    assert be.owned_rules() == {o for o in objs if isinstance(o, RuleSpec)}
+    assert addrs(be, "x0") | addrs(be, "x1") == {o for o in objs if isinstance(o, AddressSpec)}
+    assert be.snapshot().routes == {o for o in objs if isinstance(o, RouteSpec)}
+    assert be.snapshot().rules == {o for o in objs if isinstance(o, RuleSpec)}
     assert_all_applied(be, dels(*objs))
-    assert be.owned_rules() == set() and be.owned_routes() == set()
-    assert be.addresses("x0") == set() and be.addresses("x1") == set()
+    assert be.snapshot().rules == set() and be.snapshot().routes == set()
+    assert addrs(be, "x0") == set() and addrs(be, "x1") == set()
 
 
 def test_bulk_apply_reads_back(be: NetlinkBackend) -> None:
@@ -282,8 +312,8 @@ def test_lost_acks_are_recovered(ns: str) -> None:
         assert_all_applied(be, adds(*objs))
         assert be._chan.max_inflight < 10_000
     with NetlinkBackend(ns) as fresh:
-        assert fresh.owned_rules() == {o for o in objs if isinstance(o, RuleSpec)}
-        assert fresh.addresses("x0") == {o for o in objs if isinstance(o, AddressSpec)}
+        assert fresh.snapshot().rules == {o for o in objs if isinstance(o, RuleSpec)}
+        assert addrs(fresh, "x0") == {o for o in objs if isinstance(o, AddressSpec)}
 
 
 def test_batched_requests_decode_back() -> None:

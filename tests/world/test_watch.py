@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -19,6 +24,9 @@ from tests.world.conftest import Instance
 pytestmark = pytest.mark.world
 
 SECOND = "02:00:0a:00:02:14"
+# READY=1 comes once the link-event socket is open (no event can be missed after it);
+# here that takes about a second, the bound is for a loaded machine.
+READY_TIMEOUT = 30.0
 
 
 def wait_for(cond: Callable[[], bool], timeout: float) -> bool:
@@ -30,46 +38,90 @@ def wait_for(cond: Callable[[], bool], timeout: float) -> bool:
     return cond()
 
 
+@dataclass
+class Daemon:
+    """`ec2net watch` in the instance namespace, with the service manager's side of
+    sd_notify: a datagram socket the daemon finds in $NOTIFY_SOCKET."""
+
+    proc: subprocess.Popen[bytes]
+    notify: socket.socket
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_notify(self, field: str, timeout: float) -> list[str]:
+        """Every message received until one holds the line `field` (e.g. READY=1);
+        fails if the daemon exits first or `timeout` seconds pass."""
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while field not in (line for msg in seen for line in msg.split("\n")):
+            left = deadline - time.monotonic()
+            if left <= 0 or self.proc.poll() is not None:
+                raise AssertionError(
+                    f"no {field} from the daemon (exit {self.proc.poll()}, got {seen}):\n"
+                    + self.output()
+                )
+            self.notify.settimeout(min(left, 0.5))
+            try:
+                seen.append(self.notify.recv(4096).decode())
+            except socket.timeout:
+                continue
+        return seen
+
+
 @pytest.fixture
-def daemon(instance: Instance) -> Iterator[subprocess.Popen[str]]:
+def daemon(instance: Instance) -> Iterator[Daemon]:
     text = instance.config.read_text().replace("[imds]", "[refresh]\ninterval = 1\n[imds]")
     instance.config.write_text(text)
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", instance.ns, sys.executable, "-m", "ec2net", "-v", "watch"],
-        env=instance.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    time.sleep(1.0)  # past the initial scan
-    yield proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    # A short path of our own: AF_UNIX paths are limited to 107 bytes. Path sockets
+    # live in the file system, so the daemon reaches it from its network namespace.
+    tmp = Path(tempfile.mkdtemp(prefix="ec2net-notify-"))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp / "notify"))
+    log = tmp / "daemon.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", instance.ns, sys.executable, "-m", "ec2net", "-v", "watch"],
+            env={**instance.env(), "NOTIFY_SOCKET": str(tmp / "notify")},
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    d = Daemon(proc, sock, log)
+    try:
+        d.wait_notify("READY=1", READY_TIMEOUT)
+        yield d
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        sock.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_daemon_configures_refreshes_and_cleans(
-    instance: Instance, daemon: subprocess.Popen[str]
-) -> None:
+def test_daemon_configures_refreshes_and_cleans(instance: Instance, daemon: Daemon) -> None:
     f: Fabric = instance.fabric
     empty = instance.owned_state()
     f.spare[SECOND].propagation_delay = 3.0  # fills in over 3 s, as a fresh attachment
     eni = f.attach(SECOND, "eth1")
     addrs = [str(a) for a in (*eni.ipv4s, *eni.ipv6s)]
-    assert wait_for(lambda: all(instance.reachable(a) for a in addrs), 15), daemon.stderr
+    assert wait_for(lambda: all(instance.reachable(a) for a in addrs), 15), daemon.output()
     new = ipaddress.IPv4Address("10.0.2.60")
     f.assign(SECOND, new)
-    assert wait_for(lambda: instance.reachable(new), 5)  # interval 1 s + jitter
+    assert wait_for(lambda: instance.reachable(new), 5), daemon.output()  # interval 1 s
     f.unassign(SECOND, new)
     assert wait_for(lambda: str(new) not in instance.ip("addr", "show", "dev", "eth1"), 5)
     f.detach(SECOND)
-    assert wait_for(lambda: instance.owned_state() == empty, 5)
+    assert wait_for(lambda: instance.owned_state() == empty, 5), daemon.output()
     # re-attached under another name
     f.attach(SECOND, "eth5")
-    assert wait_for(lambda: all(instance.reachable(a) for a in addrs), 10)
-    daemon.send_signal(signal.SIGTERM)
-    assert daemon.wait(timeout=10) == 0
+    assert wait_for(lambda: all(instance.reachable(a) for a in addrs), 10), daemon.output()
+    daemon.proc.send_signal(signal.SIGTERM)
+    daemon.wait_notify("STOPPING=1", 10)
+    assert daemon.proc.wait(timeout=10) == 0, daemon.output()
     # stopping the daemon leaves the ENI configured (it does not break networking)
     assert all(instance.reachable(a) for a in addrs)
 

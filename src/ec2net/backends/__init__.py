@@ -1,72 +1,131 @@
-"""Backends and the registry that picks one.
+"""Backends: one descriptor per backend (`DESCRIPTORS`), and the choice among them.
 
 A backend applies a ChangeSet to the system. `netlink` talks to the kernel directly;
 file backends (ifcfg, networkd, nm) render the same desired state for the manager that
-owns the links (files.py). Each registry entry says whether it can work here and its
-priority; `open_backend` takes the configured one or the best available: a running
-NetworkManager, else a running systemd-networkd, else RHEL network-scripts, else
-netlink. A manager that runs owns the links: netlink objects written underneath it
-would be wiped (networkd drops foreign rules) or fought over.
+owns the links (files.py). Config validation, the CLI (`render --backend`), the man
+pages and auto-detection all read `DESCRIPTORS`: a new backend is its renderer module
+(plus an activator) and one entry here.
+
+`auto` takes the best available: a running NetworkManager, else a running
+systemd-networkd, else RHEL network-scripts, else netlink. A manager that runs owns the
+links: netlink objects written underneath it would be wiped (networkd drops foreign
+rules) or fought over.
+
+Only light modules are imported here (config.py reads this registry); pyroute2 and the
+activators load when a backend is opened.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
-from ec2net.backends.base import Backend
-from ec2net.config import Settings
+from ec2net.backends import ifnames
+from ec2net.backends.descriptor import Descriptor, Facts
 from ec2net.errors import ConfigError
+from ec2net.render import ifcfg, networkd, nm
+
+if TYPE_CHECKING:
+    from ec2net.backends.activators import Activator
+    from ec2net.backends.base import Backend
+    from ec2net.config import Settings
+
+__all__ = ["DESCRIPTORS", "Descriptor", "Facts", "by_name", "choose", "open_backend"]
 
 # Process names (/proc/PID/comm, at most 15 characters) of the managers we detect.
 NM_COMM = "NetworkManager"
 NETWORKD_COMM = "systemd-network"
-NETWORK_SCRIPTS = "/etc/sysconfig/network-scripts/ifup-eth"
+NETWORK_SCRIPTS = str(ifcfg.DIR / "ifup-eth")
 
 
-@dataclass(frozen=True)
-class Facts:
-    running: frozenset[str]  # process names
-    network_scripts: bool
+# Activator factories import on call: activators.py needs pyroute2.
+def _ifcfg_activator(settings: Settings) -> Activator:
+    from ec2net.backends.activators import IfcfgActivator  # noqa: PLC0415
+
+    return IfcfgActivator(settings.ifcfg_dhcp)
 
 
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    priority: int
-    available: Callable[[Facts], bool]
-    factory: Callable[[Settings], Backend]
+def _networkd_activator(settings: Settings) -> Activator:
+    from ec2net.backends.activators import NetworkdActivator  # noqa: PLC0415
+
+    return NetworkdActivator()
 
 
-def _netlink(settings: Settings) -> Backend:
-    from ec2net.backends.netlink import NetlinkBackend  # noqa: PLC0415 - pyroute2 is slow
+def _nm_activator(settings: Settings) -> Activator:
+    from ec2net.backends.activators import NmActivator  # noqa: PLC0415
 
-    return NetlinkBackend()
-
-
-def _files(name: str) -> Callable[[Settings], Backend]:
-    def factory(settings: Settings) -> Backend:
-        from ec2net.backends import flavours  # noqa: PLC0415 - pyroute2 is slow
-
-        return flavours.open_file_backend(name, settings)
-
-    return factory
+    return NmActivator()
 
 
-REGISTRY: tuple[Entry, ...] = (
-    Entry("nm", 30, lambda f: NM_COMM in f.running, _files("nm")),
-    Entry("networkd", 20, lambda f: NETWORKD_COMM in f.running, _files("networkd")),
-    Entry("ifcfg", 10, lambda f: f.network_scripts and NM_COMM not in f.running, _files("ifcfg")),
-    Entry("netlink", 0, lambda f: True, _netlink),
+DESCRIPTORS: tuple[Descriptor, ...] = (
+    Descriptor(
+        "nm",
+        "NetworkManager",
+        30,
+        lambda f: NM_COMM in f.running,
+        nm.render,
+        (nm.DIR,),
+        mode=0o600,  # NetworkManager ignores keyfiles readable by others
+        activator=_nm_activator,
+        adds_own_objects=True,  # e.g. fe80::/64 in the ENI's table
+        settles=True,
+        name_problem=ifnames.keyfile,
+    ),
+    Descriptor(
+        "networkd",
+        "systemd-networkd",
+        20,
+        lambda f: NETWORKD_COMM in f.running,
+        networkd.render,
+        (networkd.DIR,),
+        activator=_networkd_activator,
+        adds_own_objects=True,  # its rules carry its own protocol
+        settles=True,
+        # The name is only part of our file name; the file matches by MAC.
+        name_problem=ifnames.kernel,
+    ),
+    Descriptor(
+        # RHEL 8 runs NetworkManager, which reads ifcfg files itself: nm wins there.
+        "ifcfg",
+        "RHEL network-scripts",
+        10,
+        lambda f: f.network_scripts and NM_COMM not in f.running,
+        ifcfg.render,
+        (ifcfg.DIR,),
+        activator=_ifcfg_activator,
+        user_file=str(ifcfg.DIR / "ifcfg-{ifname}"),
+        primary_ok=True,  # the primary's own ifcfg file stays the user's (`blocked`)
+        # ec2net applies the files' objects itself, over netlink with protocol 236
+        # (network-scripts has no reapply), and they are exactly what ifup makes of the
+        # files at boot: nothing of the manager's own to tolerate. dhclient's primary
+        # address (ifcfg_dhcp) is a planned object; its main-table prefix route is not
+        # ours by protocol.
+        adds_own_objects=False,
+        settles=False,  # applied synchronously over netlink
+        name_problem=ifnames.network_scripts,
+    ),
+    Descriptor("netlink", "the kernel, over rtnetlink", 0, lambda f: True, primary_ok=True),
 )
+
+NAMES: tuple[str, ...] = tuple(d.name for d in DESCRIPTORS)
+
+
+def by_name(name: str) -> Descriptor:
+    for desc in DESCRIPTORS:
+        if desc.name == name:
+            return desc
+    raise KeyError(name)
+
+
+def file_backends() -> tuple[Descriptor, ...]:
+    return tuple(d for d in DESCRIPTORS if d.writes_files)
 
 
 def choose(facts: Facts) -> str:
     """The backend `auto` means on a host with these facts."""
-    return max((e for e in REGISTRY if e.available(facts)), key=lambda e: e.priority).name
+    return max((d for d in DESCRIPTORS if d.available(facts)), key=lambda d: d.priority).name
 
 
 def gather_facts(proc: Path = Path("/proc"), root: Path = Path("/")) -> Facts:
@@ -93,7 +152,24 @@ def open_backend(settings: Settings) -> Backend:
     name = settings.backend
     if name == "auto":
         name = choose(gather_facts(root=Path(settings.files_root)))
-    for entry in REGISTRY:
-        if entry.name == name:
-            return entry.factory(settings)
-    raise ConfigError(settings.config_path, "backend.name", f"{name} is not available")
+    try:
+        desc = by_name(name)
+    except KeyError:
+        raise ConfigError(
+            settings.config_path, "backend.name", f"{name} is not available"
+        ) from None
+    # pyroute2 is slow to import: only now.
+    from ec2net.backends.netlink import NetlinkBackend  # noqa: PLC0415
+
+    if desc.renderer is None or desc.activator is None:
+        return NetlinkBackend()
+    from ec2net.backends.files import FileBackend  # noqa: PLC0415
+
+    return FileBackend(
+        desc,
+        desc.activator(settings),
+        NetlinkBackend(managed=desc.adds_own_objects),
+        root=settings.files_root,
+        dhcp=settings.ifcfg_dhcp,
+        settle_timeout=desc.settle_timeout(settings),
+    )

@@ -13,7 +13,8 @@ only the interfaces whose files changed.
   ENI only. Removal deletes our profile (NetworkManager then removes its addresses,
   routes and rules) before the file goes.
 
-Commands run as argv lists with a timeout; no shell, no string built from metadata.
+Commands run as argv lists through a `Runner` (default: subprocess with a timeout); no
+shell, no string built from metadata. Tests pass a recording runner.
 """
 
 from __future__ import annotations
@@ -24,16 +25,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Optional, Protocol
 
+from ec2net import cancel
 from ec2net.backends.base import ApplyReport
-from ec2net.backends.netlink import NetlinkBackend
 from ec2net.errors import ApplyFailed
-from ec2net.model import ChangeSet, Op
+from ec2net.model import ChangeSet, Link, Op
 
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT = 30.0
+IFUP_TIMEOUT = 60.0  # dhclient's first lease
+NM_UP_WAIT = 30  # nmcli --wait for `connection up`; its own timeout a little longer
 
 
 @dataclass(frozen=True)
@@ -43,14 +46,27 @@ class Activation:
     removed: tuple[Path, ...]
 
 
+class Kernel(Protocol):
+    """What an activator needs of the netlink backend."""
+
+    def link(self, name: str) -> Optional[Link]: ...
+
+    def apply(self, changes: ChangeSet) -> ApplyReport: ...
+
+
 class Activator(Protocol):
     def release(self, paths: Sequence[Path]) -> None:
         """Called before our files at `paths` are deleted."""
         ...
 
     def activate(
-        self, activations: Sequence[Activation], changes: ChangeSet, kernel: NetlinkBackend
+        self, activations: Sequence[Activation], changes: ChangeSet, kernel: Kernel
     ) -> ApplyReport: ...
+
+
+# Runs argv (never through a shell) within `timeout` seconds; returns its stdout, or
+# raises ApplyFailed (retryable) when it cannot run, times out or exits non-zero.
+Runner = Callable[[Sequence[str], float], str]
 
 
 def run(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT) -> str:
@@ -73,8 +89,9 @@ def _assumed(changes: ChangeSet) -> ApplyReport:
 
 
 class IfcfgActivator:
-    def __init__(self, dhcp: bool) -> None:
+    def __init__(self, dhcp: bool, runner: Runner = run) -> None:
         self.dhcp = dhcp
+        self.run = runner
 
     def release(self, paths: Sequence[Path]) -> None:
         if not self.dhcp:
@@ -82,33 +99,39 @@ class IfcfgActivator:
         for path in paths:
             if path.name.startswith("ifcfg-"):
                 try:  # stops dhclient; the interface may already be gone
-                    run(["ifdown", path.name[len("ifcfg-") :]])
+                    self.run(["ifdown", path.name[len("ifcfg-") :]], COMMAND_TIMEOUT)
                 except ApplyFailed as exc:
                     log.info("%s", exc)
 
     def activate(
-        self, activations: Sequence[Activation], changes: ChangeSet, kernel: NetlinkBackend
+        self, activations: Sequence[Activation], changes: ChangeSet, kernel: Kernel
     ) -> ApplyReport:
         if self.dhcp:
             for act in activations:
                 if act.ifname and any(p.name == f"ifcfg-{act.ifname}" for p in act.written):
-                    run(["ifup", act.ifname], timeout=60)
+                    self.run(["ifup", act.ifname], IFUP_TIMEOUT)  # dhclient asks first
         return kernel.apply(changes)
 
 
 class NetworkdActivator:
-    def __init__(self, state_dir: Path = Path("/run/systemd/netif/links"), wait: float = 5.0):
+    def __init__(
+        self,
+        state_dir: Path = Path("/run/systemd/netif/links"),
+        wait: float = 5.0,
+        runner: Runner = run,
+    ) -> None:
         self.state_dir = state_dir
         self.wait = wait
+        self.run = runner
 
     def release(self, paths: Sequence[Path]) -> None:
         return None
 
     def activate(
-        self, activations: Sequence[Activation], changes: ChangeSet, kernel: NetlinkBackend
+        self, activations: Sequence[Activation], changes: ChangeSet, kernel: Kernel
     ) -> ApplyReport:
         if activations:
-            run(["networkctl", "reload"])
+            self.run(["networkctl", "reload"], COMMAND_TIMEOUT)
         for act in activations:
             ours = [p for p in act.written if p.suffix == ".network"]
             link = kernel.link(act.ifname) if act.ifname and ours else None
@@ -116,19 +139,20 @@ class NetworkdActivator:
                 self._check_applied(act.ifname, link.index, ours[0])
         return _assumed(changes)
 
-    def _check_applied(self, ifname: str, index: int, ours: Path) -> None:
+    def _check_applied(self, ifname: str, index: int, ours: Path) -> Optional[str]:
         """networkd applies the first matching .network file in name order across
         /etc, /run and /usr/lib: find the one it really took instead of trusting ours
-        sorts first (a lower-numbered generic file silently wins otherwise)."""
+        sorts first (a lower-numbered generic file silently wins otherwise). Returns
+        the file networkd reports (ours), None if it reported none in time."""
         deadline = time.monotonic() + self.wait
         applied = ""
         while time.monotonic() < deadline:
             applied = _keyfile_value(self.state_dir / str(index), "NETWORK_FILE")
             if applied and Path(applied).name == ours.name:
-                return
+                return applied
             if applied:
                 break
-            time.sleep(0.05)
+            cancel.pause(0.05)
         if applied:
             raise ApplyFailed(
                 f"{ifname}: systemd-networkd applies {applied}, which sorts before and "
@@ -136,38 +160,50 @@ class NetworkdActivator:
                 "(e.g. a [Match] that skips its MAC) or exclude the ENI from ec2net"
             )
         log.warning("%s: networkd has not reported a .network file yet", ifname)
+        return None
 
 
 class NmActivator:
+    def __init__(self, runner: Runner = run) -> None:
+        self.run = runner
+
     def release(self, paths: Sequence[Path]) -> None:
         if not paths:
             return
         by_file = {}
-        for line in run(["nmcli", "-t", "-f", "UUID,FILENAME", "connection", "show"]).splitlines():
+        listing = self.run(
+            ["nmcli", "-t", "-f", "UUID,FILENAME", "connection", "show"], COMMAND_TIMEOUT
+        )
+        for line in listing.splitlines():
             uuid, _, filename = line.partition(":")
             by_file[filename.replace("\\:", ":")] = uuid
         for path in paths:
             found = by_file.get(str(path))
             if found:
-                run(["nmcli", "connection", "delete", "uuid", found])
+                self.run(["nmcli", "connection", "delete", "uuid", found], COMMAND_TIMEOUT)
 
     def activate(
-        self, activations: Sequence[Activation], changes: ChangeSet, kernel: NetlinkBackend
+        self, activations: Sequence[Activation], changes: ChangeSet, kernel: Kernel
     ) -> ApplyReport:
         written = [p for a in activations for p in a.written]
         if written:
-            run(["nmcli", "connection", "load", *map(str, written)])
+            self.run(["nmcli", "connection", "load", *map(str, written)], COMMAND_TIMEOUT)
         for act in activations:
-            for path in act.written:
-                uuid = _keyfile_value(path, "uuid")
-                if not act.ifname or not uuid:
-                    continue
-                active = run(["nmcli", "-g", "GENERAL.CON-UUID", "device", "show", act.ifname])
-                if active.strip() == uuid:
-                    run(["nmcli", "device", "reapply", act.ifname])
-                else:
-                    run(["nmcli", "--wait", "30", "connection", "up", "uuid", uuid], timeout=40)
+            # One keyfile per ENI: one look at the device each.
+            uuid = next((u for u in map(_profile_uuid, act.written) if u), "")
+            if not act.ifname or not uuid:
+                continue
+            show = ["nmcli", "-g", "GENERAL.CON-UUID", "device", "show", act.ifname]
+            if self.run(show, COMMAND_TIMEOUT).strip() == uuid:
+                self.run(["nmcli", "device", "reapply", act.ifname], COMMAND_TIMEOUT)
+            else:
+                up = ["nmcli", "--wait", str(NM_UP_WAIT), "connection", "up", "uuid", uuid]
+                self.run(up, NM_UP_WAIT + 10.0)
         return _assumed(changes)
+
+
+def _profile_uuid(path: Path) -> str:
+    return _keyfile_value(path, "uuid") if path.suffix == ".nmconnection" else ""
 
 
 def _keyfile_value(path: Path, key: str) -> str:

@@ -6,8 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
-from ec2net.metadata import EniMetadata
-from ec2net.model import AddressSpec, Change, ChangeSet, InterfacePlan, Link, RouteSpec, RuleSpec
+from ec2net.model import Change, ChangeSet, Link
+from ec2net.snapshot import Snapshot
+from ec2net.targets import Target
+
+# Backends used to receive "intents": the same value as a converge target.
+Intent = Target
 
 
 @dataclass
@@ -18,49 +22,7 @@ class ApplyReport:
     failed: list[tuple[Change, str]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Intent:
-    """One ENI's whole desired configuration, for backends that render files from it
-    rather than apply single changes. `plan` None: remove everything of ours."""
-
-    mac: str
-    ifname: str
-    table: int
-    link: Optional[Link]
-    plan: Optional[InterfacePlan]
-    eni: Optional[EniMetadata]
-
-
-class NetState(Protocol):
-    """Reads what the kernel has now. Only objects tagged with our protocol are
-    returned for routes and rules; addresses are returned per interface (ownership of
-    addresses is decided by the runtime state record, not here)."""
-
-    def links(self) -> list[Link]: ...
-
-    def link(self, name: str) -> Optional[Link]: ...
-
-    def addresses(self, ifname: str) -> set[AddressSpec]: ...
-
-    def owned_routes(self) -> set[RouteSpec]: ...
-
-    def owned_rules(self) -> set[RuleSpec]: ...
-
-
-class Applier(Protocol):
-    def apply(self, changes: ChangeSet, intents: Sequence[Intent] = ()) -> ApplyReport:
-        """Make `changes` happen; a file backend renders `intents` instead and has the
-        network manager apply them."""
-        ...
-
-
-class LinkControl(Protocol):
-    def set_up(self, ifname: str) -> bool:
-        """Bring the link administratively up; True if it was down (a change)."""
-        ...
-
-
-class Backend(NetState, Applier, LinkControl, Protocol):
+class Backend(Protocol):
     """What the engine needs from the layer that touches the kernel."""
 
     name: str
@@ -70,6 +32,26 @@ class Backend(NetState, Applier, LinkControl, Protocol):
     # Whether it can add to the primary ENI (interfaces.manage_primary). A networkd or
     # NetworkManager profile of ours would replace the primary's boot profile.
     primary_ok: bool
+    # Whether the manager adds objects of its own next to ours (NetworkManager's prefix
+    # routes in the ENI's table): verify then judges a kept ENI only by what it lacks.
+    adds_own_objects: bool
+
+    def links(self) -> list[Link]:
+        """Every link (one link dump; IPv6 routers are in the snapshot only)."""
+        ...
+
+    def snapshot(self) -> Snapshot:
+        """Links, addresses, our routes and rules: one dump of each kind."""
+        ...
+
+    def set_up(self, ifname: str) -> bool:
+        """Bring the link administratively up; True if it was down (a change)."""
+        ...
+
+    def apply(self, changes: ChangeSet, targets: Sequence[Target] = ()) -> ApplyReport:
+        """Make `changes` happen; a file backend renders `targets` instead and has the
+        network manager apply them."""
+        ...
 
     def blocked(self, ifname: str) -> Optional[str]:
         """Why this backend must leave the interface alone (e.g. the user's own ifcfg

@@ -19,25 +19,24 @@ import contextlib
 import logging
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
 from ec2net.backends.activators import Activation, Activator
 from ec2net.backends.base import ApplyReport, Intent
+from ec2net.backends.descriptor import Descriptor
 from ec2net.backends.netlink import NetlinkBackend
 from ec2net.errors import ApplyFailed
 from ec2net.model import (
-    AddressSpec,
     Change,
     ChangeSet,
     Link,
     Op,
     RouteSpec,
-    RuleSpec,
-    rule_of_table,
+    owns,
 )
-from ec2net.render import MARK, Files, Renderer, RenderInput, is_ours
+from ec2net.render import Files, Renderer, RenderInput, is_ours
+from ec2net.snapshot import Snapshot
 from ec2net.state import write_if_changed
 
 log = logging.getLogger(__name__)
@@ -45,32 +44,12 @@ log = logging.getLogger(__name__)
 _MAC_IN_HEADER = re.compile(r"\(([0-9a-f]{2}(?::[0-9a-f]{2}){5})\)")
 
 
-@dataclass(frozen=True)
-class Flavour:
-    """What distinguishes one file backend from another."""
-
-    name: str
-    renderer: Renderer
-    dirs: tuple[str, ...]  # absolute directories our files live in
-    mode: int = 0o644
-    # Path of the user's file for an interface whose presence (without EC2SYNC=yes)
-    # means "hands off", e.g. ifcfg-<if>.
-    user_file: Optional[str] = None
-    primary_ok: bool = False
-
-
-@dataclass
-class _Work:
-    write: dict[Path, str] = field(default_factory=dict)
-    remove: list[Path] = field(default_factory=list)
-
-
 class FileBackend:
     """Backend protocol over a renderer, an activator and a netlink reader."""
 
     def __init__(
         self,
-        flavour: Flavour,
+        descriptor: Descriptor,
         activator: Activator,
         kernel: NetlinkBackend,
         *,
@@ -78,30 +57,25 @@ class FileBackend:
         dhcp: bool = False,
         settle_timeout: float = 20.0,
     ) -> None:
-        self.name = flavour.name
-        self.flavour = flavour
+        if descriptor.renderer is None:
+            raise ValueError(f"{descriptor.name} renders no files")
+        self.name = descriptor.name
+        self.descriptor = descriptor
+        self.renderer: Renderer = descriptor.renderer
         self.activator = activator
         self.kernel = kernel
         self.root = Path(root)
         self.dhcp = dhcp
         self.settle_timeout = settle_timeout
-        self.primary_ok = flavour.primary_ok
+        self.primary_ok = descriptor.primary_ok
+        self.adds_own_objects = descriptor.adds_own_objects
 
     # --- reading: the kernel, through netlink -------------------------------------
     def links(self) -> list[Link]:
         return self.kernel.links()
 
-    def link(self, name: str) -> Optional[Link]:
-        return self.kernel.link(name)
-
-    def addresses(self, ifname: str) -> set[AddressSpec]:
-        return self.kernel.addresses(ifname)
-
-    def owned_routes(self) -> set[RouteSpec]:
-        return self.kernel.owned_routes()
-
-    def owned_rules(self) -> set[RuleSpec]:
-        return self.kernel.owned_rules()
+    def snapshot(self) -> Snapshot:
+        return self.kernel.snapshot()
 
     def set_up(self, ifname: str) -> bool:
         return self.kernel.set_up(ifname)
@@ -114,9 +88,13 @@ class FileBackend:
         return self.root / path.relative_to("/")
 
     def blocked(self, ifname: str) -> Optional[str]:
-        if self.flavour.user_file is None:
+        """Why the interface is left alone, or None. Raises UnsupportedInterfaceName
+        (exit 2) for a name the manager cannot take: skipping silently would leave an
+        ENI unconfigured with exit 0."""
+        self.descriptor.check_name(ifname)
+        if self.descriptor.user_file is None:
             return None
-        path = self._host(PurePosixPath(self.flavour.user_file.format(ifname=ifname)))
+        path = self._host(PurePosixPath(self.descriptor.user_file.format(ifname=ifname)))
         try:
             text = path.read_text()
         except OSError:
@@ -131,12 +109,13 @@ class FileBackend:
     def render(self, intent: Intent) -> Files:
         if intent.plan is None or intent.link is None or intent.eni is None:
             return {}
-        return self.flavour.renderer(RenderInput(intent.plan, intent.link, intent.eni, self.dhcp))
+        self.descriptor.check_name(intent.ifname)
+        return self.renderer(RenderInput(intent.plan, intent.link, intent.eni, self.dhcp))
 
     def ours(self) -> dict[Path, str]:
         """Our files on disk -> the MAC in their header."""
         out: dict[Path, str] = {}
-        for directory in self.flavour.dirs:
+        for directory in self.descriptor.dirs:
             with contextlib.suppress(OSError):
                 for path in sorted(self._host(PurePosixPath(directory)).iterdir()):
                     mac = _owner(path)
@@ -154,20 +133,20 @@ class FileBackend:
         taken = {p for files in rendered for p in files}
         for intent, wanted in zip(intents, rendered):
             stale = [p for p, mac in on_disk.items() if mac == intent.mac and p not in taken]
-            work = _Work({p: c for p, c in wanted.items() if _read(p) != c}, stale)
-            if work.write or work.remove:
-                self.activator.release(work.remove)
-                self._commit(work)
-                activations.append(
-                    Activation(intent.ifname, tuple(sorted(work.write)), tuple(work.remove))
-                )
+            if stale:
+                self.activator.release(stale)
+            written = self._write(intent.ifname, wanted)
+            self._remove(intent.ifname, stale)
+            if written or stale:
+                activations.append(Activation(intent.ifname, written, tuple(stale)))
         # Orphans: ours, for a MAC that is neither here nor being handled (a crash
         # between writing and recording). Nothing can match them, but tidy up.
         handled = {i.mac for i in intents}
         orphans = [p for p, m in on_disk.items() if m not in present and m not in handled]
         if orphans:
             self.activator.release(orphans)
-            self._commit(_Work(remove=orphans))
+            for path in orphans:
+                self._remove(on_disk[path], [path])  # named by MAC: no interface has it
             activations.append(Activation("", (), tuple(orphans)))
         report = self.activator.activate(activations, changes, self.kernel)
         if self.kernel.managed:
@@ -178,18 +157,24 @@ class FileBackend:
                 report.failed += done.failed
         return report
 
-    def _commit(self, work: _Work) -> None:
-        for path, content in sorted(work.write.items()):
-            write_if_changed(path, content, self.flavour.mode)
-            log.debug("wrote %s", path)
-        for path in work.remove:
+    def _write(self, ifname: str, wanted: dict[Path, str]) -> tuple[Path, ...]:
+        """Write every wanted file; the paths whose content changed."""
+        written = []
+        for path, content in sorted(wanted.items()):
+            if write_if_changed(path, content, self.descriptor.mode):
+                log.debug("%s: wrote %s", ifname, path)
+                written.append(path)
+        return tuple(written)
+
+    def _remove(self, ifname: str, paths: Sequence[Path]) -> None:
+        for path in paths:
             try:
                 path.unlink()
             except FileNotFoundError:
                 pass
             except OSError as exc:
                 raise ApplyFailed(f"cannot remove {path}: {exc}") from exc
-            log.debug("removed %s", path)
+            log.debug("%s: removed %s", ifname, path)
 
 
 def _leftovers(changes: ChangeSet, intents: Sequence[Intent]) -> Iterator[Change]:
@@ -203,22 +188,11 @@ def _leftovers(changes: ChangeSet, intents: Sequence[Intent]) -> Iterator[Change
             continue
         obj = change.obj
         for intent in intents:
-            if isinstance(obj, RuleSpec):
-                mine = rule_of_table(obj, intent.table)
-            elif isinstance(obj, RouteSpec):
-                mine = intent.plan is None and obj.table == intent.table
-            else:
-                mine = obj.ifname == intent.ifname
-            if mine:
+            if isinstance(obj, RouteSpec) and intent.plan is not None:
+                continue
+            if owns(obj, intent.table, intent.ifname):
                 yield change
                 break
-
-
-def _read(path: Path) -> Optional[str]:
-    try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def _owner(path: Path) -> Optional[str]:
@@ -228,7 +202,7 @@ def _owner(path: Path) -> Optional[str]:
             first = f.readline(512)
     except (OSError, UnicodeDecodeError):
         return None
-    if MARK.lstrip("# ") not in first or not is_ours(first):
+    if not is_ours(first):
         return None
     found = _MAC_IN_HEADER.search(first)
     return found.group(1) if found else None

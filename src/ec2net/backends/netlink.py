@@ -25,16 +25,15 @@ import os
 import socket
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Optional
 
 from ec2net.backends import netlink_batch as nb
-from ec2net.backends.base import ApplyReport, Intent
+from ec2net.backends.base import ApplyReport
 from ec2net.errors import ApplyFailed
 from ec2net.model import (
-    PRIO_MAIN,
     RTPROT_EC2NET,
-    TABLE_BASE,
     TABLE_MAIN,
     AddressSpec,
     ChangeSet,
@@ -46,8 +45,11 @@ from ec2net.model import (
     RouteSpec,
     RuleSpec,
     Scope,
+    eni_table_of,
     is_eni_table,
 )
+from ec2net.snapshot import Snapshot
+from ec2net.targets import Target
 
 # Answers that mean "the object is already as wanted".
 _DONE_ON_ADD = frozenset({errno.EEXIST})
@@ -109,24 +111,36 @@ def _table(msg: nb.Message, attr: str = "RTA_TABLE") -> int:
     return int(msg["table"] if table is None else table)
 
 
-def _managed_rule(rule: RuleSpec) -> bool:
-    """An ENI's rule as a network manager added it (without our protocol)."""
-    if is_eni_table(rule.table):
-        return True
-    main = rule.table == TABLE_MAIN and rule.src is not None
-    return (
-        main
-        and rule.suppress_prefixlength == 0
-        and is_eni_table(rule.priority - PRIO_MAIN + TABLE_BASE)
-    )
+@dataclass(frozen=True)
+class _LinkRow:
+    index: int
+    name: str
+    mac: str
+    up: bool
+    kind: str  # link kind (veth, bridge...), "" for hardware
+    master: Optional[int]
+
+
+def _collect_router(msg: nb.Message, routers: dict[int, list[ipaddress.IPv6Address]]) -> None:
+    """A default route learned from a router advertisement, in main: its gateway."""
+    if msg["proto"] != nb.RTPROT_RA or msg["dst_len"] != 0 or _table(msg) != TABLE_MAIN:
+        return
+    gw, oif = msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF")
+    if gw is None or oif is None:
+        return
+    found = routers.setdefault(int(oif), [])
+    addr = ipaddress.IPv6Address(gw)
+    if addr not in found:
+        found.append(addr)
 
 
 class NetlinkBackend:
-    """NetState + Applier over rtnetlink. One instance per thread (not thread-safe)."""
+    """The Backend protocol over rtnetlink. One instance per thread (not thread-safe)."""
 
     name = "netlink"
     settle_timeout = 0.0
     primary_ok = True
+    adds_own_objects = False
 
     def __init__(self, netns: Optional[str] = None, *, managed: bool = False) -> None:
         self.netns = netns
@@ -152,32 +166,24 @@ class NetlinkBackend:
     ) -> None:
         self.close()
 
-    # -- links ----------------------------------------------------------------------
+    # -- reading --------------------------------------------------------------------
 
-    def _link_names(self) -> dict[int, tuple[str, str, bool, str]]:
-        """index -> (name, mac, up, link kind)."""
-        out: dict[int, tuple[str, str, bool, str]] = {}
+    def _link_dump(self) -> list[_LinkRow]:
+        out = []
         for msg in self._chan.dump(nb.link_dump()):
-            name = str(msg.get_attr("IFLA_IFNAME") or "")
-            mac = str(msg.get_attr("IFLA_ADDRESS") or "").lower()
             info = msg.get_attr("IFLA_LINKINFO")
-            kind = str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
-            out[int(msg["index"])] = (name, mac, bool(int(msg["flags"]) & nb.IFF_UP), kind)
+            master = msg.get_attr("IFLA_MASTER")
+            out.append(
+                _LinkRow(
+                    index=int(msg["index"]),
+                    name=str(msg.get_attr("IFLA_IFNAME") or ""),
+                    mac=str(msg.get_attr("IFLA_ADDRESS") or "").lower(),
+                    up=bool(int(msg["flags"]) & nb.IFF_UP),
+                    kind=str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else "",
+                    master=int(master) if master else None,
+                )
+            )
         return out
-
-    def _ipv6_routers(self) -> dict[int, tuple[ipaddress.IPv6Address, ...]]:
-        routers: dict[int, list[ipaddress.IPv6Address]] = {}
-        for msg in self._chan.dump(nb.route_dump(Family.V6, nb.RTPROT_RA)):
-            if msg["proto"] != nb.RTPROT_RA or msg["dst_len"] != 0 or _table(msg) != TABLE_MAIN:
-                continue
-            gw, oif = msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF")
-            if gw is None or oif is None:
-                continue
-            addr = ipaddress.IPv6Address(gw)
-            found = routers.setdefault(int(oif), [])
-            if addr not in found:
-                found.append(addr)
-        return {index: tuple(found) for index, found in routers.items()}
 
     def _driver(self, index: int, name: str, mac: str) -> str:
         """The bound driver's name as udev's ID_NET_DRIVER would say it, or ""."""
@@ -206,44 +212,71 @@ class NetlinkBackend:
             del cbuf  # release the export so `info` may be freed
         return bytes(info[4:36]).split(b"\0", 1)[0].decode(errors="replace")
 
+    def _links(
+        self, rows: Sequence[_LinkRow], routers: dict[int, tuple[ipaddress.IPv6Address, ...]]
+    ) -> list[Link]:
+        return [
+            Link(
+                r.index,
+                r.name,
+                r.mac,
+                self._driver(r.index, r.name, r.mac) or r.kind,
+                r.up,
+                routers.get(r.index, ()),
+                r.master,
+            )
+            for r in sorted(rows, key=lambda r: r.index)
+        ]
+
     def links(self) -> list[Link]:
-        routers = self._ipv6_routers()
-        out = []
-        for index, (name, mac, up, kind) in sorted(self._link_names().items()):
-            driver = self._driver(index, name, mac) or kind
-            out.append(Link(index, name, mac, driver, up, routers.get(index, ())))
-        return out
+        return self._links(self._link_dump(), {})
+
+    def link(self, name: str) -> Optional[Link]:
+        return next((ln for ln in self.links() if ln.name == name), None)
+
+    def snapshot(self) -> Snapshot:
+        """One dump of links, of addresses, of routes per family and of rules per
+        family (the IPv6 route dump also gives the routers learned from RAs)."""
+        rows = self._link_dump()
+        names = {r.index: r.name for r in rows}
+        routes: set[RouteSpec] = set()
+        routers: dict[int, list[ipaddress.IPv6Address]] = {}
+        for family in (Family.V4, Family.V6):
+            # IPv6 unfiltered: the RA default routes (proto ra) come in the same dump.
+            proto = 0 if self.managed or family is Family.V6 else RTPROT_EC2NET
+            for msg in self._chan.dump(nb.route_dump(family, proto)):
+                if family is Family.V6:
+                    _collect_router(msg, routers)
+                route = self._owned_route(msg, family, names)
+                if route is not None:
+                    routes.add(route)
+        return Snapshot(
+            links=tuple(self._links(rows, {i: tuple(r) for i, r in routers.items()})),
+            addresses=self._addresses(names),
+            routes=frozenset(routes),
+            rules=frozenset(self._owned_rules()),
+        )
 
     def set_up(self, ifname: str) -> bool:
         """Bring the link administratively up; True if it was down. A missing link is
-        no change (the caller finds out from `link()`)."""
-        for index, (name, _mac, up, _kind) in self._link_names().items():
-            if name != ifname:
+        no change (the next snapshot shows it gone)."""
+        for row in self._link_dump():
+            if row.name != ifname:
                 continue
-            if up:
+            if row.up:
                 return False
-            err, reason = self._chan.exchange([nb.link_up_request(index)])[0]
+            err, reason = self._chan.exchange([nb.link_up_request(row.index)])[0]
             if err:
                 raise ApplyFailed(f"{ifname}: set link up: {reason}")
             return True
         return False
 
-    def link(self, name: str) -> Optional[Link]:
-        for found in self.links():
-            if found.name == name:
-                return found
-        return None
-
-    # -- addresses, routes, rules ---------------------------------------------------
-
-    def addresses(self, ifname: str) -> set[AddressSpec]:
-        index = next((i for i, v in self._link_names().items() if v[0] == ifname), None)
-        if index is None:
-            return set()
-        out: set[AddressSpec] = set()
-        for msg in self._chan.dump(nb.address_dump(index)):
-            if msg["index"] != index or msg["scope"] != Scope.UNIVERSE:
-                continue  # the kernel filters by index only under strict checking
+    def _addresses(self, names: dict[int, str]) -> dict[int, frozenset[AddressSpec]]:
+        out: dict[int, set[AddressSpec]] = {}
+        for msg in self._chan.dump(nb.address_dump(0)):
+            index = int(msg["index"])
+            if msg["scope"] != Scope.UNIVERSE or index not in names:
+                continue
             text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
             if text is None:
                 continue
@@ -256,38 +289,29 @@ class NetlinkBackend:
                 address = ipaddress.IPv6Interface((text, msg["prefixlen"]))
                 if address.ip.is_link_local:
                     continue
-            out.add(AddressSpec(ifname, address, bool(flags & nb.IFA_F_NOPREFIXROUTE)))
-        return out
+            spec = AddressSpec(names[index], address, bool(flags & nb.IFA_F_NOPREFIXROUTE))
+            out.setdefault(index, set()).add(spec)
+        return {index: frozenset(found) for index, found in out.items()}
 
-    def owned_routes(self) -> set[RouteSpec]:
-        names = {index: v[0] for index, v in self._link_names().items()}
-        out: set[RouteSpec] = set()
-        for family in (Family.V4, Family.V6):
-            proto = 0 if self.managed else RTPROT_EC2NET  # 0: no kernel-side filter
-            for msg in self._chan.dump(nb.route_dump(family, proto)):
-                scope = msg["scope"]
-                if msg["type"] != nb.RTN_UNICAST:
-                    continue
-                if msg["proto"] != RTPROT_EC2NET and not (
-                    self.managed and is_eni_table(_table(msg))
-                ):
-                    continue  # not ours, or an unfiltered dump (kernel before 4.20)
-                if scope not in _SCOPES:
-                    continue
-                gw, src, oif = (msg.get_attr(k) for k in ("RTA_GATEWAY", "RTA_PREFSRC", "RTA_OIF"))
-                out.add(
-                    RouteSpec(
-                        table=_table(msg),
-                        dst=_network(family, msg.get_attr("RTA_DST"), msg["dst_len"]),
-                        ifname=names.get(int(oif), "") if oif else "",
-                        gateway=ipaddress.ip_address(gw) if gw else None,
-                        scope=Scope(scope),
-                        src=ipaddress.ip_address(src) if src else None,
-                    )
-                )
-        return out
+    def _owned_route(
+        self, msg: nb.Message, family: Family, names: dict[int, str]
+    ) -> Optional[RouteSpec]:
+        if msg["type"] != nb.RTN_UNICAST or msg["scope"] not in _SCOPES:
+            return None
+        table = _table(msg)
+        if msg["proto"] != RTPROT_EC2NET and not (self.managed and is_eni_table(table)):
+            return None  # not ours, or an unfiltered dump (kernel before 4.20)
+        gw, src, oif = (msg.get_attr(k) for k in ("RTA_GATEWAY", "RTA_PREFSRC", "RTA_OIF"))
+        return RouteSpec(
+            table=table,
+            dst=_network(family, msg.get_attr("RTA_DST"), msg["dst_len"]),
+            ifname=names.get(int(oif), "") if oif else "",
+            gateway=ipaddress.ip_address(gw) if gw else None,
+            scope=Scope(msg["scope"]),
+            src=ipaddress.ip_address(src) if src else None,
+        )
 
-    def owned_rules(self) -> set[RuleSpec]:
+    def _owned_rules(self) -> set[RuleSpec]:
         out: set[RuleSpec] = set()
         for family in (Family.V4, Family.V6):
             for msg in self._chan.dump(nb.rule_dump(family)):
@@ -305,8 +329,9 @@ class NetlinkBackend:
                         else None
                     ),
                 )
+                # Managed: a network manager added our rules with its own protocol.
                 if msg.get_attr("FRA_PROTOCOL") == RTPROT_EC2NET or (
-                    self.managed and _managed_rule(rule)
+                    self.managed and eni_table_of(rule) is not None
                 ):
                     out.add(rule)
         return out
@@ -316,12 +341,17 @@ class NetlinkBackend:
     def blocked(self, ifname: str) -> Optional[str]:
         return None
 
-    def apply(self, changes: ChangeSet, intents: Sequence[Intent] = ()) -> ApplyReport:
+    def apply(self, changes: ChangeSet, targets: Sequence[Target] = ()) -> ApplyReport:
         """Apply in order, all in a few datagrams; one verdict per change."""
         report = ApplyReport()
         if not changes:
             return report
-        indices = {v[0]: index for index, v in self._link_names().items()}
+        # The converge's snapshot resolved each target's link: no dump needed, and the
+        # index stays right even if the link is renamed meanwhile.
+        indices = {t.ifname: t.link.index for t in targets if t.link is not None}
+        names = {c.obj.ifname for c in changes.changes if not isinstance(c.obj, RuleSpec)}
+        if not names <= indices.keys():  # e.g. leftovers of a table no target holds
+            indices = {row.name: row.index for row in self._link_dump()} | indices
         requests: list[nb.Request] = []
         verdicts: dict[int, nb.Verdict] = {}  # position in changes -> answer known now
         # Managed: a network manager added our objects with its own protocol.

@@ -25,9 +25,37 @@ import socket
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from pyroute2.netlink.rtnl.fibmsg import fibmsg
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink import (
+    NETLINK_EXT_ACK,
+    NETLINK_GET_STRICT_CHK,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_DUMP_INTR,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    SOL_NETLINK,
+)
+from pyroute2.netlink.rtnl import (
+    RTM_DELADDR,
+    RTM_DELROUTE,
+    RTM_DELRULE,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETROUTE,
+    RTM_GETRULE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+    RTM_NEWRULE,
+    rt_proto,
+    rt_type,
+)
+from pyroute2.netlink.rtnl.fibmsg import FR_ACT_TO_TBL, fibmsg
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_NOPREFIXROUTE, ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
@@ -43,42 +71,62 @@ from ec2net.model import (
     family_of,
 )
 
-# Message types and flags (linux/netlink.h, linux/rtnetlink.h).
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-RTM_NEWLINK = 16
-RTM_GETLINK = 18
-RTM_NEWADDR = 20
-RTM_DELADDR = 21
-RTM_GETADDR = 22
-RTM_NEWROUTE = 24
-RTM_DELROUTE = 25
-RTM_GETROUTE = 26
-RTM_NEWRULE = 32
-RTM_DELRULE = 33
-RTM_GETRULE = 34
-
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLM_F_DUMP_INTR = 0x10
-NLM_F_DUMP = 0x300
-NLM_F_EXCL = 0x200
-NLM_F_CREATE = 0x400
+# Message types, flags and socket options as pyroute2 exports them (the same names in
+# 0.7 and 0.9); re-exported for netlink.py.
+# SO_*BUFFORCE (asm-generic/socket.h) are in neither pyroute2 nor Python < 3.13's socket.
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+RTN_UNICAST: int = rt_type["unicast"]
+RTPROT_RA: int = rt_proto["ra"]
 F_ADD = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 F_DEL = NLM_F_REQUEST | NLM_F_ACK
 
-SOL_NETLINK = 270
-NETLINK_EXT_ACK = 11
-NETLINK_GET_STRICT_CHK = 12  # dumps filtered by the kernel (>= 4.20)
-SO_RCVBUFFORCE = 33
-SO_SNDBUFFORCE = 32
-
-IFA_F_NODAD = 0x02
-IFA_F_NOPREFIXROUTE = 0x200
-RTN_UNICAST = 1
-RTPROT_RA = 9
-FR_ACT_TO_TBL = 1
-IFF_UP = 0x1
+__all__ = [
+    # pyroute2's constants are re-exported: netlink.py reads them as nb.NAME
+    "FR_ACT_TO_TBL",
+    "F_ADD",
+    "F_DEL",
+    "IFA_F_NODAD",
+    "IFA_F_NOPREFIXROUTE",
+    "IFF_UP",
+    "NLMSG_DONE",
+    "NLMSG_ERROR",
+    "NLM_F_ACK",
+    "NLM_F_CREATE",
+    "NLM_F_DUMP",
+    "NLM_F_DUMP_INTR",
+    "NLM_F_EXCL",
+    "NLM_F_REQUEST",
+    "OK",
+    "RTM_DELADDR",
+    "RTM_DELROUTE",
+    "RTM_DELRULE",
+    "RTM_GETADDR",
+    "RTM_GETLINK",
+    "RTM_GETROUTE",
+    "RTM_GETRULE",
+    "RTM_NEWADDR",
+    "RTM_NEWLINK",
+    "RTM_NEWROUTE",
+    "RTM_NEWRULE",
+    "RTN_UNICAST",
+    "RTPROT_RA",
+    "Channel",
+    "Message",
+    "NetlinkUnavailable",
+    "Request",
+    "Verdict",
+    "ack_verdict",
+    "address_dump",
+    "address_request",
+    "link_dump",
+    "link_up_request",
+    "open_socket",
+    "route_dump",
+    "route_request",
+    "rule_dump",
+    "rule_request",
+]
 
 Request = Any  # an unencoded pyroute2 message with header type and flags set
 Message = Any  # a decoded pyroute2 message

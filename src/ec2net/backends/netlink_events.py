@@ -8,23 +8,29 @@ were slow) is reported as `Resync`, on which the daemon re-reads every link.
 
 from __future__ import annotations
 
+import enum
 import errno
 import socket
 from dataclasses import dataclass
 from typing import Union
 
+from pyroute2.netlink import NETLINK_ROUTE
+from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWLINK, RTMGRP_LINK
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
-NETLINK_ROUTE = 0
-RTMGRP_LINK = 0x1
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
 RCVBUF = 1 << 20
+
+
+class LinkChange(str, enum.Enum):
+    """What happened to a link. A str Enum: `ev.kind == "del"` holds."""
+
+    NEW = "new"  # appeared or changed (RTM_NEWLINK)
+    DEL = "del"  # gone (RTM_DELLINK)
 
 
 @dataclass(frozen=True)
 class LinkEvent:
-    kind: str  # "new" or "del"
+    kind: LinkChange
     index: int
     name: str
     mac: str
@@ -71,7 +77,7 @@ class LinkEvents:
                     continue
                 out.append(
                     LinkEvent(
-                        "new" if kind == RTM_NEWLINK else "del",
+                        LinkChange.NEW if kind == RTM_NEWLINK else LinkChange.DEL,
                         int(msg["index"]),
                         str(msg.get_attr("IFLA_IFNAME") or ""),
                         str(msg.get_attr("IFLA_ADDRESS") or "").lower(),

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-from ec2net.metadata import EniMetadata
 from ec2net.model import (
     AddressSpec,
     Family,
@@ -20,6 +19,9 @@ from ec2net.model import (
     Scope,
     sort_key,
 )
+
+if TYPE_CHECKING:  # metadata imports imds and config, which reads the backend registry
+    from ec2net.metadata import EniMetadata
 
 # Absolute path on the target system -> file content.
 Files = dict[PurePosixPath, str]
@@ -96,9 +98,3 @@ def explicit_scope(route: RouteSpec) -> Optional[Scope]:
     if route.family is Family.V4 and route.gateway is None:
         return route.scope
     return None
-
-
-def renderers() -> dict[str, Renderer]:
-    from ec2net.render import ifcfg, networkd, nm  # noqa: PLC0415 - registry
-
-    return {"ifcfg": ifcfg.render, "networkd": networkd.render, "nm": nm.render}

@@ -1,0 +1,295 @@
+"""One converge: snapshot -> table check -> diff -> record intent -> apply -> verify ->
+finalise records. The only code that changes the system.
+
+Convergence model: there is no rollback. Every step is idempotent (EEXIST on add and
+ENOENT on delete are answers, not errors), so a converge that fails or is killed
+part-way leaves a state the next run converges from, whoever runs it. That fits
+per-ENI policy routing: each ENI's objects are independent of every other ENI's (no
+shared rule), a half-built ENI routes nothing wrongly (rules are added last and
+removed first), and undoing a partial change would only race the next run.
+
+What makes that safe after a crash is the record written ahead of the change: before
+the first netlink message or file write, each ENI's record lists every address the
+converge is about to add (phase `applying`) and claims its table. After verify the
+record keeps exactly the owned addresses still present (`applied`). A removal keeps
+its record (`removing`) until verify shows nothing of ours left, so a partial removal
+is finished by the next run rather than forgotten. Routes and rules need no list: they
+carry our protocol and live in the ENI's table.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+from ec2net import cancel
+from ec2net import verify as verifier
+from ec2net.backends.base import Backend
+from ec2net.diff import Delta, changeset
+from ec2net.errors import ApplyFailed, Ec2NetError, TableConflict
+from ec2net.model import AddressSpec, ChangeSet, IPAddress, Op, owns
+from ec2net.snapshot import Snapshot
+from ec2net.state import Phase, Record, Store, eni_to_json
+from ec2net.targets import Target, Want, resolve
+
+log = logging.getLogger(__name__)
+
+SETTLE_POLL = 0.05
+
+
+class Action(str, enum.Enum):
+    CONFIGURED = "configured"
+    UNCHANGED = "unchanged"
+    REMOVED = "removed"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class Result:
+    ifname: str
+    action: Action
+    changes: ChangeSet = field(default_factory=ChangeSet)
+    detail: str = ""
+
+
+@dataclass
+class Outcome:
+    """Results per ENI, and the first error to report (exit code) once all were tried."""
+
+    results: list[Result] = field(default_factory=list)
+    error: Optional[Ec2NetError] = None
+
+    def fail(self, ifname: str, err: Ec2NetError) -> None:
+        log.warning("%s: %s", ifname, err)
+        self.results.append(Result(ifname, Action.FAILED, detail=str(err)))
+        self.error = self.error or err
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def check_tables(
+    targets: Sequence[Target], records: Sequence[Record], snap: Snapshot
+) -> tuple[list[Target], list[tuple[Target, TableConflict]]]:
+    """Refuse every planned ENI whose table another live ENI holds (by record) or
+    another planned ENI of this converge also wants: IMDS can report a stale
+    device-number after a quick detach/attach, and sharing a table breaks both."""
+    present = {ln.mac for ln in snap.links}
+    leaving = {t.mac for t in targets if t.removing}
+    holders = {
+        r.table: r for r in records if r.mac in present and r.mac not in leaving and r.table
+    }
+    wanted: dict[int, list[Target]] = {}
+    for t in targets:
+        if not t.removing:
+            wanted.setdefault(t.table, []).append(t)
+    ok: list[Target] = []
+    refused: list[tuple[Target, TableConflict]] = []
+    for t in targets:
+        if t.removing:
+            ok.append(t)
+            continue
+        holder = holders.get(t.table)
+        rivals = [o for o in wanted[t.table] if o.mac != t.mac]
+        if holder is not None and holder.mac != t.mac:
+            why = f"belongs to {holder.ifname} ({holder.eni_id})"
+        elif rivals:
+            others = ", ".join(f"{o.ifname} ({o.plan.eni_id if o.plan else '?'})" for o in rivals)
+            why = f"is claimed by {others} too"
+        else:
+            ok.append(t)
+            continue
+        eni_id = t.plan.eni_id if t.plan else "?"
+        refused.append(
+            (
+                t,
+                TableConflict(
+                    f"{t.ifname}: {eni_id}: table {t.table} {why}; refusing until IMDS "
+                    "reports distinct network-card/device-number"
+                ),
+            )
+        )
+    return ok, refused
+
+
+def sweep(targets: Sequence[Target], records: Sequence[Record], snap: Snapshot) -> Delta:
+    """Our routes and rules in ENI tables that no live ENI holds and no record points
+    to: what a crash or a partial removal of an older version left behind."""
+    present = {ln.mac for ln in snap.links}
+    held = {t.table for t in targets} | {r.table for r in records if r.mac in present}
+    held |= {t for tg in targets for t in tg.tables()}
+    out = Delta()
+    for table in sorted(snap.tables() - held):
+        out.delete += sorted(snap.routes_of(table), key=str)
+        out.delete += sorted(snap.rules_of(table), key=str)
+        log.info("table %d: removing our leftovers (no ENI or record holds it)", table)
+    return out
+
+
+class Converger:
+    def __init__(self, backend: Backend, store: Store, lock_timeout: float) -> None:
+        self.backend = backend
+        self.store = store
+        self.lock_timeout = lock_timeout
+
+    def run(
+        self, wants: Sequence[Want], *, dry_run: bool = False, sweep_leftovers: bool = False
+    ) -> Outcome:
+        out = Outcome()
+        with self.store.lock("global", self.lock_timeout):
+            snap = self.backend.snapshot()
+            records = self.store.records()
+            # The record as it is now: another trigger may have converged meanwhile.
+            fresh = {r.mac: r for r in records}
+            resolved = [
+                resolve(replace(w, record=fresh.get(w.mac)), snap)
+                for w in wants
+                if not (w.requires_record and w.mac not in fresh)
+            ]
+            targets, refused = check_tables(resolved, records, snap)
+            for t, err in refused:
+                out.fail(t.ifname, err)
+            delta = verifier.delta(targets, snap)
+            if sweep_leftovers:
+                delta.extend(sweep([*targets, *(t for t, _ in refused)], records, snap))
+            changes = changeset(delta)
+            if dry_run:
+                out.results += [_result(t, changes) for t in targets]
+                return out
+            cancel.check()  # last point where stopping costs nothing
+            self._record_intent(targets, changes)
+            for t in targets:
+                if not t.removing and t.link is not None and not t.link.up:
+                    self.backend.set_up(t.ifname)
+            started = time.perf_counter()
+            report = self.backend.apply(changes, targets)
+            log.debug(
+                "%s: applied %d of %d changes in %.1f ms",
+                self.backend.name,
+                len(report.applied),
+                len(changes),
+                (time.perf_counter() - started) * 1e3,
+            )
+            for change, why in report.failed:
+                log.error("%s failed: %s", change, why)
+            quiet = not changes and not report.applied and not self.backend.adds_own_objects
+            after = snap if quiet else self._settle(targets)
+            left = {t.mac: self._left(t, targets, after) for t in targets}
+            self._finalise(targets, after, left)
+        applied = ChangeSet(tuple(report.applied))
+        out.results += [_result(t, applied) for t in targets]
+        for r in out.results:
+            log.debug("%s: %s (%d changes)", r.ifname, r.action.value, len(r.changes))
+        stuck = [c for t in targets for c in left[t.mac].changes]
+        if stuck:
+            out.error = out.error or ApplyFailed(
+                f"{len(stuck)} changes did not take effect, e.g. {stuck[0]}"
+            )
+        return out
+
+    # --- records -------------------------------------------------------------------
+    def _record_intent(self, targets: Sequence[Target], changes: ChangeSet) -> None:
+        adding: dict[str, set[IPAddress]] = {}
+        for c in changes.changes:
+            if c.op is Op.ADD and isinstance(c.obj, AddressSpec):
+                adding.setdefault(c.obj.ifname, set()).add(c.obj.address.ip)
+        for t in targets:
+            rec = t.record
+            if t.removing:
+                if rec is not None and rec.phase != Phase.REMOVING.value:
+                    self.store.save(replace(rec, phase=Phase.REMOVING.value))
+                continue
+            assert t.plan is not None and t.link is not None and t.eni is not None
+            new = adding.get(t.ifname, set())
+            owned = (rec.owned() if rec is not None else frozenset()) | new
+            if (
+                rec is not None
+                and not new
+                and rec.table == t.table
+                and rec.eni_id == t.plan.eni_id
+                and rec.ifindex == t.link.index
+            ):
+                continue  # nothing new to own, the table is claimed already
+            self.store.save(
+                Record(
+                    mac=t.mac,
+                    eni_id=t.plan.eni_id,
+                    ifname=t.ifname,
+                    ifindex=t.link.index,
+                    table=t.table,
+                    owned_ips=sorted(str(a) for a in owned),
+                    metadata=eni_to_json(t.eni),
+                    phase=Phase.APPLYING.value,
+                )
+            )
+
+    def _finalise(
+        self, targets: Sequence[Target], snap: Snapshot, left: dict[str, ChangeSet]
+    ) -> None:
+        for t in targets:
+            rec = self.store.load(t.mac)
+            if t.removing:
+                if left[t.mac]:
+                    continue  # kept (removing): the next run finishes the removal
+                self.store.delete(t.mac)
+                continue
+            if rec is None or t.link is None:
+                continue
+            link = snap.by_mac().get(t.mac)
+            if link is None:
+                continue  # unplugged meanwhile: the removal that follows needs the record
+            present = {a.address.ip for a in snap.addresses_of(link)}
+            # Still present and ours: an owned address no longer wanted whose delete
+            # failed stays recorded, so a later run still removes it.
+            owned = rec.owned() & present
+            phase = Phase.APPLYING if left[t.mac] else Phase.APPLIED
+            self.store.save(
+                replace(
+                    rec,
+                    ifname=link.name,
+                    ifindex=link.index,
+                    owned_ips=sorted(str(a) for a in owned),
+                    phase=phase.value,
+                )
+            )
+
+    # --- verify ----------------------------------------------------------------------
+    def _left(self, t: Target, targets: Sequence[Target], snap: Snapshot) -> ChangeSet:
+        return verifier.remaining(
+            t,
+            snap,
+            adds_own_objects=self.backend.adds_own_objects,
+            claimed=verifier.claimed_tables(targets),
+        )
+
+    def _settle(self, targets: Sequence[Target]) -> Snapshot:
+        """The state after apply. A network manager applies files on its own time: wait
+        for it (bounded) until nothing is left, or a device it needed went away (what
+        it lacks never comes, and waiting would hold the lock its removal needs)."""
+        deadline = time.monotonic() + self.backend.settle_timeout
+        wanted = {t.link.index for t in targets if not t.removing and t.link is not None}
+        adds_own = self.backend.adds_own_objects
+        while True:
+            snap = self.backend.snapshot()
+            left = verifier.verify(targets, snap, adds_own_objects=adds_own)
+            if not left or time.monotonic() >= deadline:
+                return snap
+            if not wanted <= {ln.index for ln in snap.links}:
+                return snap
+            cancel.pause(SETTLE_POLL)
+
+
+def _result(t: Target, changes: ChangeSet) -> Result:
+    mine = ChangeSet(tuple(c for c in changes.changes if owns(c.obj, t.table, t.ifname)))
+    if t.removing:
+        return Result(t.ifname, Action.REMOVED, mine)
+    return Result(t.ifname, Action.CONFIGURED if mine else Action.UNCHANGED, mine)
