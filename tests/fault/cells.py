@@ -29,7 +29,9 @@ OPS = ("up", "refresh", "scan", "down", "watch")
 CONVERGED = {"up": "both", "scan": "both", "watch": "both", "refresh": "refreshed", "down": "down"}
 # A daemon rides out a fault and converges within this (refresh interval 1 s here).
 DAEMON_OK_WITHIN = 12.0
-DAEMON_FAIL_WINDOW = 4.0  # how long a daemon is watched under a persistent fault
+# How long a daemon is watched under a persistent fault: longer than a job's retries
+# take to give up (5 attempts x 2 endpoints x 0.25 s plus backoff), so it has failed.
+DAEMON_FAIL_WINDOW = 6.0
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Cell:
             table=self.table, case=self.case, op=self.op, exit=self.rc, during=self.during,
             after=self.after, message=self.message, lost=self.lost, leaked=self.leaked,
             ok=not self.problems,
+            problem=self.problems[0].splitlines()[0][:200] if self.problems else "",
         )  # fmt: skip
 
 

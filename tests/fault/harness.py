@@ -132,6 +132,7 @@ class Row:
     lost: int
     leaked: int
     ok: bool
+    problem: str = ""  # the first rule broken, one line
 
 
 def record(row: Row) -> None:
