@@ -32,7 +32,14 @@ from ec2net.backends import open_backend
 from ec2net.backends.netlink_events import LinkEvent, LinkEvents, Resync
 from ec2net.config import Settings
 from ec2net.engine import Engine
-from ec2net.errors import Ec2NetError
+from ec2net.errors import (
+    ApplyFailed,
+    Ec2NetError,
+    ImdsError,
+    LockTimeout,
+    MetadataError,
+    TableConflict,
+)
 from ec2net.imds import ImdsClient
 from ec2net.metrics import DaemonCounters, JobKind
 from ec2net.sdnotify import notify, watchdog_interval
@@ -42,6 +49,7 @@ from ec2net.status import collect
 log = logging.getLogger(__name__)
 
 WORKERS = 4
+RETRY_FIRST = 1.0  # seconds before the first retry of a failed `up`; doubles each time
 # A udev-started unit that configured the ENI this recently spares us the IMDS reads.
 FRESH_WITHIN = 10.0
 
@@ -61,6 +69,9 @@ class Daemon:
         self._wake: Optional[socket.socket] = None  # written when a job ends
         self.next_refresh = time.monotonic() + self._interval()
         self.counters = DaemonCounters(started=time.time())
+        # ifindex -> (next attempt, MAC, delay) for new ENIs whose `up` failed
+        self.retries: dict[int, tuple[float, str, float]] = {}
+        self._retry_lock = threading.Lock()
         self._metrics_lock = threading.Lock()  # jobs end on several threads
 
     def _interval(self) -> float:
@@ -147,6 +158,8 @@ class Daemon:
 
     def on_event(self, ev: LinkEvent) -> None:
         if ev.kind == "del":
+            with self._retry_lock:
+                self.retries.pop(ev.index, None)
             old = self.known.pop(ev.index, None)
             mac = old[1] if old else ev.mac
             if mac and self.store.load(mac) is not None:
@@ -156,8 +169,45 @@ class Daemon:
         self.known[ev.index] = (ev.name, ev.mac)
         if seen == (ev.name, ev.mac):
             return  # a flag or carrier change on a link we know: nothing to do
-        index = ev.index
-        self.submit(f"mac {ev.mac}", lambda e: _up_by_index(e, index), JobKind.UP)
+        self._submit_up(ev.index, ev.mac)
+
+    def _submit_up(self, index: int, mac: str) -> None:
+        def up(engine: Engine) -> None:
+            try:
+                _up_by_index(engine, index)
+            except (ImdsError, MetadataError, ApplyFailed, LockTimeout, TableConflict):
+                self._retry_later(index, mac)
+                raise
+            with self._retry_lock:
+                self.retries.pop(index, None)
+
+        self.submit(f"mac {mac}", up, JobKind.UP)
+
+    def _retry_later(self, index: int, mac: str) -> None:
+        """A new ENI whose `up` failed (IMDS garbage or outage, a busy lock) is tried
+        again with backoff: no link event will come for it, and the refresh only covers
+        ENIs that are configured. Capped at the refresh interval."""
+        with self._retry_lock:
+            _, _, delay = self.retries.get(index, (0.0, mac, RETRY_FIRST / 2))
+            delay = min(delay * 2, self.settings.refresh_interval)
+            self.retries[index] = (time.monotonic() + delay, mac, delay)
+        log.info("%s: trying again in %.0f s", mac, delay)
+
+    def _due_retries(self, now: float) -> float:
+        """Submit the retries that are due; the time of the next one."""
+        with self._retry_lock:
+            due = [(i, m) for i, (at, m, _) in self.retries.items() if at <= now]
+            for index, _mac in due:
+                _at, mac, delay = self.retries[index]
+                self.retries[index] = (float("inf"), mac, delay)  # until the job ends
+            nxt = min((at for at, _, _ in self.retries.values()), default=float("inf"))
+        for index, mac in due:
+            if self.known.get(index, ("", ""))[1] == mac:
+                self._submit_up(index, mac)
+            else:
+                with self._retry_lock:
+                    self.retries.pop(index, None)
+        return nxt
 
     def refresh(self) -> None:
         self.submit("refresh", lambda e: e.refresh(), JobKind.REFRESH)
@@ -221,7 +271,7 @@ class Daemon:
             if now >= self.next_refresh:
                 self.refresh()
                 self.next_refresh = now + self._interval()
-            deadline = self.next_refresh
+            deadline = min(self.next_refresh, self._due_retries(now))
             if watchdog is not None:
                 deadline = min(deadline, next_ping)
             timeout = max(0.0, deadline - now)
