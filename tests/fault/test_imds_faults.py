@@ -11,6 +11,7 @@ the cells of one fault run side by side (they mostly wait on timeouts).
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -18,9 +19,9 @@ from typing import Callable
 
 import pytest
 
-from tests.fault.cells import OPS, Apply, Cell, run_cell
+from tests.fault.cells import DAEMON_OK_WITHIN, OPS, Apply, Cell, run_cell
 from tests.fault.conftest import References
-from tests.fault.harness import THIRD, FaultWorld, nft_drop, record
+from tests.fault.harness import THIRD, FaultWorld, nft_drop, record, wait_for
 
 pytestmark = [pytest.mark.world, pytest.mark.fault]
 
@@ -35,6 +36,7 @@ class Fault:
     ops: tuple[str, ...] = OPS
     expected_rc: tuple[int, ...] = (1,)
     one_token: bool = False
+    settle: float = 0.0  # seconds the fault itself delays convergence
 
 
 def _world_fault(**values: object) -> Apply:
@@ -126,12 +128,12 @@ FAULTS = [
     Fault("hop limit: token PUT silent", _hop_limit, rides_out=False),
     Fault("IPv4 endpoint down, IPv6 up", _v4_down, rides_out=True),
     Fault("IPv4 endpoint timing out, IPv6 up", _nft(True, False), rides_out=True),
-    Fault("propagation 4 s", _propagation(4.0), rides_out=True, ops=ATTACHING),
+    Fault("propagation 4 s", _propagation(4.0), rides_out=True, ops=ATTACHING, settle=4.0),
 ]  # fmt: skip
 if FULL:
     FAULTS += [
-        Fault("propagation 12 s", _propagation(12.0), rides_out=True, ops=ATTACHING),
-        Fault("propagation 28 s", _propagation(28.0), rides_out=True, ops=ATTACHING),
+        Fault("propagation 12 s", _propagation(12.0), rides_out=True, ops=ATTACHING, settle=12.0),
+        Fault("propagation 28 s", _propagation(28.0), rides_out=True, ops=ATTACHING, settle=28.0),
     ]
 
 
@@ -152,6 +154,7 @@ def test_imds_fault(fault: Fault, worlds: Callable[..., FaultWorld], refs: Refer
             return run_cell(
                 worlds(), refs, c, fault.inject, rides_out=fault.rides_out,
                 expected_rc=fault.expected_rc, message_has=("imds",), one_token=fault.one_token,
+                settle=fault.settle,
             )  # fmt: skip
         except AssertionError as err:
             c.fail(str(err))
@@ -163,3 +166,43 @@ def test_imds_fault(fault: Fault, worlds: Callable[..., FaultWorld], refs: Refer
         record(c.row())
     problems = [p for c in cells for p in c.problems]
     assert problems == [], "\n".join(problems)
+
+
+STALE_OPS = (("down", "eth2"), ("scan",), ("refresh",), ("watch",))
+
+
+@pytest.mark.parametrize("args", STALE_OPS, ids=[" ".join(a) for a in STALE_OPS])
+def test_detached_eni_still_listed(
+    args: tuple[str, ...], worlds: Callable[..., FaultWorld], refs: References
+) -> None:
+    """eth2 is detached but IMDS keeps listing it (as EC2 does for a while): its
+    leftovers (the kernel keeps its rules) go, eth1 and foreign state stay."""
+    expected = refs["base"]
+    fw = worlds()
+    fw.fabric.world.stale_after_detach = 30.0
+    fw.must("up", "eth1")
+    fw.fabric.attach(THIRD, "eth2")
+    fw.must("up", "eth2")
+    foreign = fw.foreign()
+    c = Cell("imds", "detached ENI still listed", " ".join(args))
+    if args == ("watch",):
+        daemon = fw.start_daemon()
+        time.sleep(1.2)
+        fw.fabric.detach(THIRD)
+        wait_for(lambda: fw.state() == expected, DAEMON_OK_WITHIN, every=0.5)
+        fw.stop_daemon(daemon)
+        c.rc = f"running, then {daemon.returncode}"
+    else:
+        fw.fabric.detach(THIRD)
+        run = fw.ec2net(*args)
+        c.rc = str(run.rc)
+        if run.rc != 0:
+            c.fail(f"exit {run.rc}\n{run.err[-800:]}")
+    c.during = "IMDS lists eth2" if THIRD in fw.fabric.world.enis else "IMDS dropped eth2"
+    c.after = c.judge("after", expected, fw.state())
+    if fw.foreign() != foreign:
+        c.fail("foreign state changed")
+    if fw.probe.failed:
+        c.fail(f"primary probes failed: {fw.probe.failed[:5]}")
+    record(c.row())
+    assert c.problems == [], "\n".join(c.problems)
