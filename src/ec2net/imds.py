@@ -284,11 +284,18 @@ class ImdsClient:
             raise ImdsFatal(f"imds: token request rejected ({status})")
         raise ImdsTransient(f"imds: token request answered {status} without a usable token")
 
-    def _drop_token(self) -> None:
-        self._token = None
-        if self._token_cache is not None:
-            with contextlib.suppress(OSError):
-                self._token_cache.unlink()
+    def _drop_token(self, refused: Optional[str]) -> None:
+        """Forget the token IMDS refused, unless another thread already replaced it:
+        after an IMDS restart, parallel reads all get 401 but one new token serves all."""
+        with self._lock:
+            if self._token is not None and self._token.value != refused:
+                return
+            self._token = None
+            if self._token_cache is not None:
+                cached = self._read_cached_token()
+                if cached is None or cached.value == refused:
+                    with contextlib.suppress(OSError):
+                        self._token_cache.unlink()
 
     def _read_cached_token(self) -> Optional[_Token]:
         if self._token_cache is None:
@@ -317,7 +324,7 @@ class ImdsClient:
             if status == 404:
                 raise ImdsAbsent(f"imds: {path} not found")
             if status == 401 and attempt == 0 and not self._v1:
-                self._drop_token()  # expired or revoked: one fresh token, then retry
+                self._drop_token(token)  # expired or revoked: one fresh token, then retry
                 continue
             if status == 403:
                 raise ImdsFatal(f"imds: GET {path} refused (403)")

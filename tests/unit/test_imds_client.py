@@ -388,3 +388,17 @@ def test_unreachable_stays_transient(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ImdsTransient):
         c.get("mac")
     assert c.stats.total == 2
+
+
+def test_a_refused_token_is_dropped_only_if_nobody_replaced_it(tmp_path: Path) -> None:
+    """Parallel reads after an IMDS restart all get 401 with the old token; the first
+    fetches a new one, and the others must not throw that new one away."""
+    cache = tmp_path / "imds-token"
+    client = ImdsClient(("http://127.0.0.1:9",), token_cache=cache)
+    new = imds_mod._Token("new-token", time.time() + 3600)
+    client._token = new
+    client._write_cached_token(new)
+    client._drop_token("old-token")  # a late 401 for the token already replaced
+    assert client._token is new and cache.exists()
+    client._drop_token("new-token")
+    assert client._token is None and not cache.exists()
