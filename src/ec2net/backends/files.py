@@ -149,7 +149,14 @@ class FileBackend:
             for path in orphans:
                 self._remove(on_disk[path], [path])  # named by MAC: no interface has it
             activations.append(Activation("", (), tuple(orphans)))
-        report = self.activator.activate(activations, changes, self.kernel)
+        try:
+            report = self.activator.activate(activations, changes, self.kernel)
+        except ApplyFailed:
+            # The manager never took these files: remove them, so the next run writes
+            # them again and activates them then (unchanged files are never activated).
+            for act in activations:
+                self._remove(act.ifname, act.written)
+            raise
         if self.kernel.managed:
             cleanup = ChangeSet(tuple(_leftovers(changes, intents)))
             if cleanup:
