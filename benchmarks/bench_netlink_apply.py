@@ -223,7 +223,11 @@ def main() -> None:
             with fresh_namespace():
                 times[name].append(fn(objs))
                 got = count_state()
-            assert got == (1502, 750), f"{name}: {got} (rules, addresses) after apply"
+            want = (
+                sum(isinstance(o, RuleSpec) for o in objs),
+                sum(isinstance(o, AddressSpec) for o in objs),
+            )
+            assert got == want, f"{name}: {got} (rules, addresses) after apply"
     floor = statistics.median(times["ip -force -batch"])
     print(f"{len(objs)} objects, {args.reps} runs each (fresh namespace per run)")
     for name, ts in times.items():
