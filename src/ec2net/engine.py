@@ -152,9 +152,17 @@ class Engine:
                 return Result(live.name, Action.UNCHANGED, detail="link is present")
             return self._one(Want(mac, None, rec), dry_run=False)
 
-    def refresh(self, ifname: Optional[str] = None, *, dry_run: bool = False) -> list[Result]:
+    def refresh(
+        self,
+        ifname: Optional[str] = None,
+        *,
+        dry_run: bool = False,
+        listing: Callable[[str], bool] = lambda mac: False,
+    ) -> list[Result]:
         """Re-read the addresses of configured ENIs and converge them in one pass. An
-        IMDS failure leaves that ENI as it is and is raised after the others converged."""
+        IMDS failure leaves that ENI as it is and is raised after the others converged.
+        `listing(mac)` says whether to read that ENI's key listing this time (what it
+        finds: metadata.fetch_dynamic)."""
         links = {ln.mac: ln for ln in self.backend.links()}
         records = [r for r in self.store.records() if ifname is None or r.ifname == ifname]
         if ifname is not None and not records:
@@ -171,7 +179,8 @@ class Engine:
             known = rec.eni()
             if known is None:  # a salvaged record: everything is read again
                 return Want(rec.mac, self._wait(rec.mac), rec, requires_record=True)
-            return Want(rec.mac, fetch_dynamic(self.imds, known), rec, requires_record=True)
+            fresh = fetch_dynamic(self.imds, known, listing=listing(rec.mac))
+            return Want(rec.mac, fresh, rec, requires_record=True)
 
         for rec, got in _parallel(read, records):
             if isinstance(got, Ec2NetError):
