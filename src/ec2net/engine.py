@@ -167,9 +167,17 @@ class Engine:
                 return Result(live.name, Action.UNCHANGED, detail="link is present")
             return self._one(Want(mac, None, rec), dry_run=False)
 
-    def refresh(self, ifname: Optional[str] = None, *, dry_run: bool = False) -> list[Result]:
+    def refresh(
+        self,
+        ifname: Optional[str] = None,
+        *,
+        dry_run: bool = False,
+        listing: Callable[[str], bool] = lambda mac: False,
+    ) -> list[Result]:
         """Re-read the addresses of configured ENIs and converge them in one pass. An
-        IMDS failure leaves that ENI as it is and is raised after the others converged."""
+        IMDS failure leaves that ENI as it is and is raised after the others converged.
+        `listing(mac)` says whether to read that ENI's key listing this time (what it
+        finds: metadata.fetch_dynamic)."""
         links = {ln.mac: ln for ln in self.backend.links()}
         records = [r for r in self.store.records() if ifname is None or r.ifname == ifname]
         if ifname is not None and not records:
@@ -186,7 +194,8 @@ class Engine:
             known = rec.eni()
             if known is None:  # a salvaged record: everything is read again
                 return self.want(self._wait(rec.mac), rec, refresh=True)
-            return self.want(fetch_dynamic(self.imds, known), rec, refresh=True)
+            fresh = fetch_dynamic(self.imds, known, listing=listing(rec.mac))
+            return self.want(fresh, rec, refresh=True)
 
         for rec, got in _parallel(read, records):
             if isinstance(got, Ec2NetError):

@@ -52,6 +52,12 @@ WORKERS = 4
 RETRY_FIRST = 1.0  # seconds before the first retry of a failed `up`; doubles each time
 # A udev-started unit that configured the ENI this recently spares us the IMDS reads.
 FRESH_WITHIN = 10.0
+# Each refresh reads an ENI's address lists (one request per list); only every
+# LISTING_EVERY-th round reads its key listing instead, which is what finds keys that
+# newly appear (a first IPv6 address, a delegated prefix) and keeps the known lists
+# for that round. An IPv4-only ENI thus costs one request per interval, and a new key
+# is picked up within LISTING_EVERY intervals (5 minutes at the default 60 s).
+LISTING_EVERY = 5
 
 
 class Daemon:
@@ -64,6 +70,7 @@ class Daemon:
         self.jobs: dict[str, Future[None]] = {}
         self.pending: dict[str, tuple[JobKind, Callable[[Engine], object]]] = {}
         self.known: dict[int, tuple[str, str]] = {}  # ifindex -> (name, mac)
+        self.refresh_rounds: dict[str, int] = {}  # mac -> refreshes so far
         self.stopping = False
         self.reload_requested = False
         self._wake: Optional[socket.socket] = None  # written when a job ends
@@ -210,7 +217,13 @@ class Daemon:
         return nxt
 
     def refresh(self) -> None:
-        self.submit("refresh", lambda e: e.refresh(), JobKind.REFRESH)
+        self.submit("refresh", lambda e: e.refresh(listing=self._listing_due), JobKind.REFRESH)
+
+    def _listing_due(self, mac: str) -> bool:
+        # Called from the refresh's IMDS threads, one call per ENI (distinct keys).
+        rounds = self.refresh_rounds.get(mac, 0) + 1
+        self.refresh_rounds[mac] = rounds
+        return rounds % LISTING_EVERY == 0
 
     def reload(self) -> None:
         try:
