@@ -306,16 +306,19 @@ def _cmd_render(ctx: _Context, args: argparse.Namespace) -> int:
 def _cmd_install_system_files(ctx: _Context, args: argparse.Namespace) -> int:
     from ec2net.sysfiles import install, install_udev_override  # noqa: PLC0415
 
+    managed_by = ctx.settings.backend == "netlink"  # mark ENIs for networkd/NM to skip
     if args.udev_override:
         root = Path(args.root or "/")
-        if install_udev_override(root, ctx.settings.drivers):
+        if install_udev_override(root, ctx.settings.drivers, managed_by):
             print(root / "etc/udev/rules.d" / "81-ec2net.rules")
         return EXIT_OK
     # A build root (packaging) gets the systemd files unless told otherwise: the build
     # host's init says nothing about the target's.
     init = args.init or (sysfiles.SYSTEMD if args.root else sysfiles.AUTO)
     dhcp = ctx.settings.ifcfg_dhcp
-    for path in install(Path(args.root or "/"), ctx.settings.drivers, args.bindir, init, dhcp):
+    root = Path(args.root or "/")
+    drivers = ctx.settings.drivers
+    for path in install(root, drivers, args.bindir, init, dhcp, managed_by=managed_by):
         print(path)
     return EXIT_OK
 

@@ -46,6 +46,10 @@ def _write(path: Path, content: str) -> bool:
     return write_if_changed(path, content)
 
 
+# The rule's ID_NET_MANAGED_BY line, active only for the netlink backend (see the rule).
+MANAGED_BY_PREFIX = "#netlink: "
+
+
 def _template(name: str) -> str:
     return resources.files("ec2net").joinpath("data").joinpath(name).read_text()
 
@@ -72,6 +76,15 @@ def detect_init(root: Path = Path("/")) -> str:
     return SYSTEMD
 
 
+def udev_rule(drivers: tuple[str, ...], managed_by: bool = False) -> str:
+    """The rule for `drivers`; `managed_by` (backend.name netlink) marks the ENIs
+    ID_NET_MANAGED_BY=ec2net so that networkd and NetworkManager skip them."""
+    text = _template(RULES).replace("@DRIVERS@", "|".join(drivers))
+    if managed_by:
+        text = text.replace("\n" + MANAGED_BY_PREFIX, "\n")
+    return text
+
+
 def dhcp_dropins() -> list[str]:
     return [f"{DROPIN_DIR}/{unit}.d/50-ec2net-{DHCP_DROPIN}" for unit in UNITS]
 
@@ -81,6 +94,7 @@ def render(
     bindir: Optional[str] = None,
     init: str = SYSTEMD,
     ifcfg_dhcp: bool = False,
+    managed_by: bool = False,
 ) -> dict[str, str]:
     """The files for `init` ("systemd" or "upstart"), as {relative path: content}."""
     bindir = bindir or default_bindir()
@@ -98,18 +112,18 @@ def render(
         .replace("@HARDENING@", hardening)
         for unit in UNITS
     }
-    out[f"{UDEV_DIR}/{RULES}"] = _template(RULES).replace("@DRIVERS@", "|".join(drivers))
+    out[f"{UDEV_DIR}/{RULES}"] = udev_rule(drivers, managed_by)
     out[NETWORKD_CONF] = _template("networkd.conf")
     if ifcfg_dhcp:
         out.update(dict.fromkeys(dhcp_dropins(), _template(DHCP_DROPIN)))
     return out
 
 
-def install_udev_override(root: Path, drivers: tuple[str, ...]) -> bool:
+def install_udev_override(root: Path, drivers: tuple[str, ...], managed_by: bool = False) -> bool:
     """The udev rule for `drivers` in /etc/udev/rules.d, where a file of the same name
     overrides the packaged one (packages own /usr/lib; a config change must not
     rewrite it). Returns whether it wrote."""
-    content = _template(RULES).replace("@DRIVERS@", "|".join(drivers))
+    content = udev_rule(drivers, managed_by)
     return _write(root / "etc/udev/rules.d" / RULES, content)
 
 
@@ -119,13 +133,15 @@ def install(
     bindir: Optional[str] = None,
     init: str = SYSTEMD,
     ifcfg_dhcp: bool = False,
+    *,
+    managed_by: bool = False,
 ) -> list[Path]:
     """Write the files for `init` under `root` ("auto": `detect_init(root)`); returns
     the paths that changed (a DHCP drop-in no longer configured is removed)."""
     if init == AUTO:
         init = detect_init(root)
     written = []
-    files = render(drivers, bindir, init, ifcfg_dhcp)
+    files = render(drivers, bindir, init, ifcfg_dhcp, managed_by)
     for rel, content in files.items():
         path = root / rel
         if _write(path, content):

@@ -163,3 +163,30 @@ def test_cli_init_choices_are_sysfiles() -> None:
     sub = verbs(cli.build_parser())["install-system-files"]
     init = next(a for a in sub._actions if a.dest == "init")
     assert tuple(init.choices or ()) == INIT_CHOICES == ("auto", "systemd", "upstart")
+
+
+def test_netlink_backend_marks_enis_managed_by_ec2net(tmp_path: Path) -> None:
+    """backend.name netlink: networkd 256+ and NetworkManager skip the ENIs (a link whose
+    ID_NET_MANAGED_BY names someone else); the primary (Nitro PCI slot 5) is never
+    marked. Every other backend: the line stays a comment."""
+
+    def active(rule: str) -> list[str]:
+        return [ln for ln in rule.splitlines() if ln and not ln.startswith("#")]
+
+    plain = render(("ena",), "/usr/bin")[f"{UDEV_DIR}/{RULES}"]
+    assert not any("ID_NET_MANAGED_BY" in ln for ln in active(plain))
+    marked = active(render(("ena",), "/usr/bin", managed_by=True)[f"{UDEV_DIR}/{RULES}"])
+    assert len(marked) == 2 and marked[0] == active(plain)[0]
+    line = marked[1]
+    assert 'ENV{ID_NET_MANAGED_BY}="ec2net"' in line and 'ENV{ID_NET_DRIVER}=="ena"' in line
+    assert 'ENV{ID_PATH}!="pci-0000:00:05.0|xen-vif-0"' in line
+    # the CLI reads backend.name, for the packaged rule and the /etc override alike
+    conf = tmp_path / "ec2net.toml"
+    conf.write_text('[backend]\nname = "netlink"\n')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EC2NET_CONFIG", str(conf))
+        args = ["install-system-files", "--root", str(tmp_path), "--bindir", "/usr/bin"]
+        assert cli.main(args) == 0
+        assert cli.main([*args[:3], "--udev-override"]) == 0
+    for rel in (f"{UDEV_DIR}/{RULES}", f"etc/udev/rules.d/{RULES}"):
+        assert 'ID_NET_MANAGED_BY}="ec2net"' in "\n".join(active((tmp_path / rel).read_text()))
