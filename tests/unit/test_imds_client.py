@@ -25,22 +25,10 @@ from ec2net.errors import ImdsAbsent, ImdsFatal, ImdsNotYet, ImdsTransient, Meta
 from ec2net.imds import MAX_BODY, ImdsClient, decode_body
 from ec2net.metadata import fetch_dynamic, fetch_eni, wait_for_eni
 from ec2sim.imds import ImdsServer
-from ec2sim.world import World, default_world
+from ec2sim.world import World
 
 SECOND = "02:00:0a:00:02:14"
 PRIMARY = "02:00:0a:00:01:0a"
-
-
-@pytest.fixture
-def world() -> World:
-    return default_world()
-
-
-@pytest.fixture
-def server(world: World) -> Iterator[ImdsServer]:
-    srv = ImdsServer.listen(world, "127.0.0.1", 0)
-    yield srv
-    srv.stop()
 
 
 def client(srv: ImdsServer, **kw: object) -> ImdsClient:

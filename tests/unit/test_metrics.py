@@ -5,7 +5,6 @@ the daemon exposes."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,7 +15,7 @@ from ec2net.imds import ImdsClient, RequestOutcome
 from ec2net.metrics import BUCKETS, DaemonCounters, JobKind, JobStats, exposition
 from ec2net.status import State, StatusRow
 from ec2sim.imds import ImdsServer
-from ec2sim.world import World, default_world
+from ec2sim.world import World
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -163,18 +162,6 @@ def test_label_values_are_escaped() -> None:
 )
 def test_outcome_of_status(status: int, outcome: RequestOutcome) -> None:
     assert RequestOutcome.of_status(status) is outcome
-
-
-@pytest.fixture
-def world() -> World:
-    return default_world()
-
-
-@pytest.fixture
-def server(world: World) -> Iterator[ImdsServer]:
-    srv = ImdsServer.listen(world, "127.0.0.1", 0)
-    yield srv
-    srv.stop()
 
 
 def test_client_counts_every_exchange_by_outcome(server: ImdsServer, world: World) -> None:
