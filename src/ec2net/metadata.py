@@ -186,25 +186,28 @@ def _addr6(s: str) -> IPv6Address:
     return addr
 
 
-def _net4(lengths: range) -> Callable[[str], IPv4Network]:
-    def conv(s: str) -> IPv4Network:
-        net = IPv4Network(_chars(_NET4_CHARS, s), strict=True)
+N = TypeVar("N", IPv4Network, IPv6Network)
+
+
+def _network(cls: type[N], chars: re.Pattern[str], lengths: range) -> Callable[[str], N]:
+    """A parser of one CIDR of `cls` whose length EC2 uses for this key. IMDS may send
+    uncompressed IPv6 forms (2600:1f16:0:0:0:0:0:0/64): ipaddress normalises them."""
+
+    def conv(s: str) -> N:
+        net = cls(_chars(chars, s), strict=True)
         if net.prefixlen not in lengths:
             raise ValueError(f"/{net.prefixlen} is not a length EC2 uses here")
         return net
 
     return conv
+
+
+def _net4(lengths: range) -> Callable[[str], IPv4Network]:
+    return _network(IPv4Network, _NET4_CHARS, lengths)
 
 
 def _net6(lengths: range) -> Callable[[str], IPv6Network]:
-    def conv(s: str) -> IPv6Network:
-        # IMDS may send uncompressed forms (2600:1f16:0:0:0:0:0:0/64); ipaddress normalises.
-        net = IPv6Network(_chars(_NET6_CHARS, s), strict=True)
-        if net.prefixlen not in lengths:
-            raise ValueError(f"/{net.prefixlen} is not a length EC2 uses here")
-        return net
-
-    return conv
+    return _network(IPv6Network, _NET6_CHARS, lengths)
 
 
 _SUBNET4 = _net4(SUBNET4_LENGTHS)
