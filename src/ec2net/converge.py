@@ -166,7 +166,7 @@ class Converger:
                 out.results += [_result(t, changes) for t in targets]
                 return out
             cancel.check()  # last point where stopping costs nothing
-            self._record_intent(targets, changes)
+            recorded = self._record_intent(targets, changes)
             for t in targets:
                 if not t.removing and t.link is not None and not t.link.up:
                     self.backend.set_up(t.ifname)
@@ -184,7 +184,7 @@ class Converger:
             quiet = not changes and not report.applied and not self.backend.adds_own_objects
             after = snap if quiet else self._settle(targets)
             left = {t.mac: self._left(t, targets, after) for t in targets}
-            self._finalise(targets, after, left)
+            self._finalise(targets, recorded, after, left)
         applied = ChangeSet(tuple(report.applied))
         out.results += [_result(t, applied) for t in targets]
         for r in out.results:
@@ -197,7 +197,10 @@ class Converger:
         return out
 
     # --- records -------------------------------------------------------------------
-    def _record_intent(self, targets: Sequence[Target], changes: ChangeSet) -> None:
+    def _record_intent(self, targets: Sequence[Target], changes: ChangeSet) -> dict[str, Record]:
+        """Write each planned ENI's intent before any change; the records as they now
+        stand on disk, by MAC (what `_finalise` starts from)."""
+        on_disk: dict[str, Record] = {}
         adding: dict[str, set[IPAddress]] = {}
         mtu_set = {c.obj.ifname for c in changes.changes if isinstance(c.obj, MtuSpec)}
         for c in changes.changes:
@@ -207,7 +210,10 @@ class Converger:
             rec = t.record
             if t.removing:
                 if rec is not None and rec.phase != Phase.REMOVING.value:
-                    self.store.save(replace(rec, phase=Phase.REMOVING.value))
+                    rec = replace(rec, phase=Phase.REMOVING.value)
+                    self.store.save(rec)
+                if rec is not None:
+                    on_disk[t.mac] = rec
                 continue
             assert t.plan is not None and t.link is not None and t.eni is not None
             new = adding.get(t.ifname, set())
@@ -224,26 +230,32 @@ class Converger:
                 and rec.eni_id == t.plan.eni_id
                 and rec.ifindex == t.link.index
             ):
+                on_disk[t.mac] = rec
                 continue  # nothing new to own, the table is claimed already
-            self.store.save(
-                Record(
-                    mac=t.mac,
-                    eni_id=t.plan.eni_id,
-                    ifname=t.ifname,
-                    ifindex=t.link.index,
-                    table=t.table,
-                    owned_ips=sorted(str(a) for a in owned),
-                    metadata=eni_to_json(t.eni),
-                    phase=Phase.APPLYING.value,
-                    mtu_before=mtu_before,
-                )
+            rec = Record(
+                mac=t.mac,
+                eni_id=t.plan.eni_id,
+                ifname=t.ifname,
+                ifindex=t.link.index,
+                table=t.table,
+                owned_ips=sorted(str(a) for a in owned),
+                metadata=eni_to_json(t.eni),
+                phase=Phase.APPLYING.value,
+                mtu_before=mtu_before,
             )
+            self.store.save(rec)
+            on_disk[t.mac] = rec
+        return on_disk
 
     def _finalise(
-        self, targets: Sequence[Target], snap: Snapshot, left: dict[str, ChangeSet]
+        self,
+        targets: Sequence[Target],
+        records: dict[str, Record],
+        snap: Snapshot,
+        left: dict[str, ChangeSet],
     ) -> None:
         for t in targets:
-            rec = self.store.load(t.mac)
+            rec = records.get(t.mac)
             if t.removing:
                 if left[t.mac]:
                     continue  # kept (removing): the next run finishes the removal

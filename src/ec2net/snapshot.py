@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Optional
 
 from ec2net.model import AddressSpec, Link, RouteKind, RouteSpec, RuleSpec, eni_table_of
@@ -26,6 +27,11 @@ class Snapshot:
         return next((ln for ln in self.links if ln.name == name), None)
 
     def by_mac(self) -> dict[str, Link]:
+        return self._by_mac
+
+    @cached_property
+    def _by_mac(self) -> dict[str, Link]:
+        # Asked once per target and stage: built once per snapshot (it never changes).
         return {ln.mac: ln for ln in self.links}
 
     def by_index(self, index: int) -> Optional[Link]:
