@@ -182,8 +182,10 @@ class Converger:
             for change, why in report.failed:
                 log.error("%s failed: %s", change, why)
             quiet = not changes and not report.applied and not self.backend.adds_own_objects
-            after = snap if quiet else self._settle(targets)
-            left = {t.mac: self._left(t, targets, after) for t in targets}
+            if quiet:  # nothing was to change, and nothing changed: nothing to verify
+                after, left = snap, {t.mac: ChangeSet() for t in targets}
+            else:
+                after, left = self._settle(targets)
             self._finalise(targets, recorded, after, left)
         applied = ChangeSet(tuple(report.applied))
         out.results += [_result(t, applied) for t in targets]
@@ -282,15 +284,7 @@ class Converger:
             )
 
     # --- verify ----------------------------------------------------------------------
-    def _left(self, t: Target, targets: Sequence[Target], snap: Snapshot) -> ChangeSet:
-        return verifier.remaining(
-            t,
-            snap,
-            adds_own_objects=self.backend.adds_own_objects,
-            claimed=verifier.claimed_tables(targets),
-        )
-
-    def _settle(self, targets: Sequence[Target]) -> Snapshot:
+    def _settle(self, targets: Sequence[Target]) -> tuple[Snapshot, dict[str, ChangeSet]]:
         """The state after apply. A network manager applies files on its own time: wait
         for it (bounded) until nothing is left, or a device it needed went away (what
         it lacks never comes, and waiting would hold the lock its removal needs)."""
@@ -300,10 +294,10 @@ class Converger:
         while True:
             snap = self.backend.snapshot()
             left = verifier.verify(targets, snap, adds_own_objects=adds_own)
-            if not left or time.monotonic() >= deadline:
-                return snap
+            if not any(left.values()) or time.monotonic() >= deadline:
+                return snap, left
             if not wanted <= {ln.index for ln in snap.links}:
-                return snap
+                return snap, left
             cancel.pause(SETTLE_POLL)
 
 

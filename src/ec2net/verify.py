@@ -57,13 +57,12 @@ def claimed_tables(targets: Sequence[Target]) -> frozenset[int]:
     return frozenset(t.table for t in targets if not t.removing)
 
 
-def verify(targets: Sequence[Target], snap: Snapshot, *, adds_own_objects: bool) -> ChangeSet:
-    """Everything that did not take effect, over all targets."""
+def verify(
+    targets: Sequence[Target], snap: Snapshot, *, adds_own_objects: bool
+) -> dict[str, ChangeSet]:
+    """The verify stage: what did not take effect, per target (by MAC)."""
     claimed = claimed_tables(targets)
-    return ChangeSet(
-        tuple(
-            c
-            for t in targets
-            for c in remaining(t, snap, adds_own_objects=adds_own_objects, claimed=claimed).changes
-        )
-    )
+    return {
+        t.mac: remaining(t, snap, adds_own_objects=adds_own_objects, claimed=claimed)
+        for t in targets
+    }
