@@ -13,6 +13,8 @@
 #   make packages       wheel, rpm and deb
 #   make check-packages build all of them and check their contents (tests/package)
 #   make systemtest     the QEMU system tier
+#   make bench          the benchmark suite: docs/performance.md, docs/perf/ (SYSTEM=1: with
+#                       the QEMU side-by-side of benchmarks/bench_system.py)
 #   make clean          remove dist/
 
 NAME := ec2-net-utils
@@ -39,7 +41,7 @@ TAR_EXCLUDES := --exclude=./.git --exclude='./.venv*' --exclude=./dist --exclude
 	--exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' --exclude=.mypy_cache \
 	--exclude=.ruff_cache --exclude=.pytest_cache --exclude='./$(patsubst ./%,%,$(DIST))'
 
-.PHONY: all tarball wheel rpm rpm-el6 deb man packages check-packages systemtest clean
+.PHONY: all tarball wheel rpm rpm-el6 deb man packages check-packages systemtest bench clean
 
 all: packages
 
@@ -89,6 +91,10 @@ check-packages:
 systemtest:
 	tools/setup.sh
 	.venv/bin/python -m pytest -q -p no:cacheprovider -s -m system tests/system
+
+bench:
+	tools/setup.sh
+	.venv/bin/python benchmarks/suite.py $(if $(SYSTEM),--system)
 
 clean:
 	rm -rf $(DIST)

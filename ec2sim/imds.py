@@ -33,6 +33,7 @@ from ec2sim import imds_tree
 from ec2sim.imds_state import (
     NO_ANSWER,
     REASONS,
+    Injected,
     LogEntry,
     RequestLog,
     TokenStore,
@@ -50,6 +51,7 @@ _log = logging.getLogger(__name__)
 __all__ = [
     "NO_ANSWER",
     "ImdsServer",
+    "Injected",
     "LogEntry",
     "RequestLog",
     "TokenStore",
@@ -111,6 +113,8 @@ class _Handler(BaseHTTPRequestHandler):
                 faults.reset_remaining -= 1
             blackhole = faults.blackhole
             latency = faults.latency
+        if imds.injected.down:
+            reset = True
         if reset:
             imds.log.record(self.command, path, NO_ANSWER)
             self._reset()
@@ -240,13 +244,16 @@ class ImdsServer:
         *,
         tokens: Optional[TokenStore] = None,
         log: Optional[RequestLog] = None,
+        injected: Optional[Injected] = None,
     ) -> None:
         """Serve `world` on `sock` (bound and listening; set non-blocking here).
 
         Pass another server's `tokens` so the IPv4 and IPv6 endpoints of one instance
         accept each other's tokens, as the one real service does; `log` likewise.
+        `injected` holds this endpoint's own faults (replaceable at run time).
         """
         self.world = world
+        self.injected = injected if injected is not None else Injected()
         self.log = log if log is not None else RequestLog()
         self.tokens = tokens if tokens is not None else TokenStore()
         self.stopping = threading.Event()
@@ -354,14 +361,18 @@ class ImdsServer:
 
         token = headers.get(TOKEN_HEADER)
         extra: dict[str, str] = {}
+        injected = self.injected
         if token is not None:
             # A token header means IMDSv2, even where v1 would be accepted.
             left = self.tokens.seconds_left(token)
-            if left is None:
+            if left is None or not self.tokens.spend(token, injected.token_uses):
                 return _Answer.error(401)
             extra[TTL_HEADER] = str(left)
         elif v2_required:
             return _Answer.error(401)
+        forced = injected.body_for(path)
+        if forced is not None:
+            return _Answer(200, forced, "text/plain", extra)
         body = self._read(path)
         if body is None:
             return _Answer.error(404, extra)

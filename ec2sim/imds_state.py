@@ -11,7 +11,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 # Status recorded in the RequestLog for requests that got no HTTP answer at all.
@@ -103,6 +103,30 @@ class RequestLog:
         return out
 
 
+# --- per-endpoint fault injection -------------------------------------------------
+
+
+@dataclass
+class Injected:
+    """Faults one endpoint injects on top of `World.faults` (which both endpoints read).
+
+    Fault tests flip these at run time; pass one object to both servers of an instance
+    to fault them together, or set `down` on one to model one endpoint failing.
+    """
+
+    down: bool = False  # every connection is reset before an answer (endpoint down)
+    token_uses: int = 0  # > 0: a token answers that many reads, then 401 (expiry mid-run)
+    # Path suffix (e.g. "macs/02:00:0a:00:02:14/local-ipv4s") -> raw body served instead
+    # of the world's value: malformed metadata, byte for byte.
+    bodies: dict[str, bytes] = field(default_factory=dict)
+
+    def body_for(self, path: str) -> Optional[bytes]:
+        for suffix, body in self.bodies.items():
+            if path.rstrip("/").endswith(suffix.rstrip("/")):
+                return body
+        return None
+
+
 # --- tokens ----------------------------------------------------------------------
 
 
@@ -112,6 +136,7 @@ class TokenStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._expiry: dict[str, float] = {}
+        self._uses: dict[str, int] = {}
 
     def issue(self, ttl: int) -> str:
         # 42 random bytes encode to exactly 56 base64 characters, like real tokens.
@@ -132,6 +157,17 @@ class TokenStore:
             return None
         return math.ceil(left)
 
+    def spend(self, token: str, limit: int) -> bool:
+        """Count one read with `token`; past `limit` reads (> 0) it expires at once."""
+        with self._lock:
+            used = self._uses.get(token, 0) + 1
+            self._uses[token] = used
+            if limit > 0 and used > limit:
+                self._expiry.pop(token, None)
+                return False
+            return True
+
     def revoke_all(self) -> None:
         with self._lock:
             self._expiry.clear()
+            self._uses.clear()

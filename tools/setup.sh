@@ -37,6 +37,8 @@ APT_PACKAGES=(
     iputils-arping
     # ifup-eth's ETHTOOL_OPTS and link checks
     ethtool
+    # the metrics tests parse ec2net's output with prometheus_client's parser
+    python3-prometheus-client
 )
 missing=()
 wanted=("${DEMO_PACKAGES[@]}")

@@ -13,11 +13,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 from ec2net import __version__, backends, sysfiles
 from ec2net import config as config_mod
-from ec2net.errors import EXIT_OK, Ec2NetError, exit_code
+from ec2net.errors import EXIT_OK, EXIT_PERMANENT, Ec2NetError, exit_code
+from ec2net.model import Op
 
 if TYPE_CHECKING:
     from ec2net.engine import Engine
@@ -39,8 +40,44 @@ EPILOG = (
 )
 
 
+STATUS_FORMATS = ("table", "json", "prometheus")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a hint when an option is given on the wrong side of the command
+    (`ec2net --json status`): general options go before it, its own after it."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            hint = self._placement_hint(message.split(":", 1)[1].split())
+            if hint:
+                message += f" ({hint})"
+        super().error(message)
+
+    def _placement_hint(self, unknown: Sequence[str]) -> str:
+        for token in unknown:
+            option = token.split("=", 1)[0]
+            if option in self._option_string_actions and option not in ("-h", "--help"):
+                return f"{option} is a general option: put it before the command"
+        for action in self._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                continue
+            for token in unknown:
+                option = token.split("=", 1)[0]
+                owners = [
+                    name
+                    for name, sub in action.choices.items()
+                    if option in sub._option_string_actions and option not in ("-h", "--help")
+                ]
+                if owners:
+                    return (
+                        f"{option} is an option of {', '.join(owners)}: put it after the command"
+                    )
+        return ""
+
+
 def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG)
+    p = _Parser(prog=prog, description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (twice for debug)"
@@ -66,7 +103,16 @@ def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
     s.add_argument("iface", metavar="IFACE")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s = verb("status", "Show the ENIs ec2net manages and whether their state is intact.")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument(
+        "--format",
+        choices=STATUS_FORMATS,
+        default="table",
+        help="table (default), json, or prometheus (the text exposition format, as the "
+        "daemon keeps it in metrics.textfile, without the daemon's counters)",
+    )
+    s.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="same as --format json"
+    )
     s = verb("metadata", "Print an IMDS meta-data value (as ec2net reads it).")
     s.add_argument(
         "path",
@@ -145,12 +191,18 @@ class _Context:
         return ImdsClient.from_settings(self.settings)
 
 
-def _print_changes(results: Sequence[Any], as_json: bool = False) -> None:
+def _text(value: Any) -> str:
+    """An enum's value (engine.Action is a str Enum), anything else as str."""
+    return str(getattr(value, "value", value))
+
+
+def _print_results(results: Sequence[Any], as_json: bool = False, dry_run: bool = False) -> None:
+    """The verb's result, once, on stdout (the engine logs results at DEBUG only)."""
     if as_json:
         out = [
             {
                 "interface": r.ifname,
-                "action": r.action,
+                "action": _text(r.action),
                 "detail": r.detail,
                 "changes": [str(c) for c in r.changes.changes],
             }
@@ -159,44 +211,60 @@ def _print_changes(results: Sequence[Any], as_json: bool = False) -> None:
         print(json.dumps(out, indent=2))
         return
     for r in results:
-        line = f"{r.ifname}: {r.action}"
-        if r.detail:
-            line += f" ({r.detail})"
-        print(line)
-        for c in r.changes.changes:
-            print(f"  {c}")
+        print("\n".join(_result_lines(r, dry_run)))
+
+
+def _result_lines(r: Any, dry_run: bool) -> list[str]:
+    action = _text(r.action)
+    detail = f" ({r.detail})" if r.detail else ""
+    if not dry_run:
+        return [f"{r.ifname}: {action}{detail}", *(f"  {c}" for c in r.changes.changes)]
+    if action in ("skipped", "failed"):
+        return [f"{r.ifname}: {action}{detail}"]
+    if not r.changes.changes:
+        return [f"{r.ifname}: nothing to change{detail}"]
+    return [
+        f"{r.ifname}: would {'add' if c.op is Op.ADD else 'delete'} {c.obj}"
+        for c in r.changes.changes
+    ]
 
 
 def _cmd_up(ctx: _Context, args: argparse.Namespace) -> int:
-    _print_changes([ctx.engine().up(args.iface)])
+    _print_results([ctx.engine().up(args.iface)])
     return EXIT_OK
 
 
 def _cmd_down(ctx: _Context, args: argparse.Namespace) -> int:
-    _print_changes([ctx.engine().down(args.iface)])
+    _print_results([ctx.engine().down(args.iface)])
     return EXIT_OK
 
 
 def _cmd_scan(ctx: _Context, args: argparse.Namespace) -> int:
-    _print_changes(ctx.engine().scan())
+    _print_results(ctx.engine().scan())
     return EXIT_OK
 
 
 def _cmd_refresh(ctx: _Context, args: argparse.Namespace) -> int:
-    _print_changes(ctx.engine().refresh(args.iface))
+    _print_results(ctx.engine().refresh(args.iface))
     return EXIT_OK
 
 
 def _cmd_plan(ctx: _Context, args: argparse.Namespace) -> int:
-    _print_changes([ctx.engine().up(args.iface, dry_run=True)], args.json)
+    _print_results([ctx.engine().up(args.iface, dry_run=True)], args.json, dry_run=True)
     return EXIT_OK
 
 
 def _cmd_status(ctx: _Context, args: argparse.Namespace) -> int:
+    from ec2net.metrics import exposition  # noqa: PLC0415
     from ec2net.status import collect, format_table  # noqa: PLC0415
 
     rows = collect(ctx.engine())
-    print(json.dumps([r.as_json() for r in rows], indent=2) if args.json else format_table(rows))
+    if args.format == "json":
+        print(json.dumps([r.as_json() for r in rows], indent=2))
+    elif args.format == "prometheus":
+        print(exposition(rows), end="")
+    else:
+        print(format_table(rows))
     return EXIT_OK
 
 
@@ -269,8 +337,20 @@ COMMANDS: dict[str, Callable[[_Context, argparse.Namespace], int]] = {
 }
 
 
-def main(argv: Optional[Sequence[str]] = None, prog: str = "ec2net") -> int:
-    args = build_parser(prog).parse_args(argv)
+def main(
+    argv: Optional[Sequence[str]] = None, prog: str = "ec2net", verb: Optional[str] = None
+) -> int:
+    """Run one command; its exit status. `verb`: the compat names (ec2ifup IFACE) take
+    that command's arguments alone, and their errors name them."""
+    parser = build_parser(prog)
+    if verb is not None:
+        verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        verbs.choices[verb].prog = prog
+        argv = [verb, *(sys.argv[1:] if argv is None else argv)]
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # argparse: usage errors (2), --help and --version (0)
+        return stop.code if isinstance(stop.code, int) else EXIT_PERMANENT
     _setup_logging(args.verbose, args.quiet)
     try:
         ctx = _Context()
@@ -283,8 +363,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ec2net") -> int:
 
 
 def _compat(verb: str, argv: Optional[Sequence[str]] = None) -> int:
-    rest = list(sys.argv[1:] if argv is None else argv)
-    return main([verb, *rest], prog=f"ec2if{verb}")
+    return main(argv, prog=f"ec2if{verb}", verb=verb)
 
 
 def ec2ifup(argv: Optional[Sequence[str]] = None) -> int:

@@ -6,11 +6,12 @@ commented default file and the ec2net.toml(5) man page.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from ec2net import backends
 from ec2net.errors import ConfigError
@@ -19,6 +20,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.9/3.10 hosts
     import tomli as tomllib
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "/etc/ec2net/ec2net.toml"
 DEFAULT_RUNTIME_DIR = "/run/ec2net"
@@ -31,6 +34,10 @@ class Settings:
     exclude_macs: tuple[str, ...] = ()
     exclude_eni_ids: tuple[str, ...] = ()
     manage_primary: bool = False
+    # "auto" (the primary's MTU), "keep" (never touch) or a number; per ENI id or MAC.
+    mtu: Union[str, int] = "auto"
+    mtu_overrides: tuple[tuple[str, Union[str, int]], ...] = ()
+    prefixes_local: bool = False
     refresh_interval: float = 60.0
     imds_endpoints: tuple[str, ...] = ("http://169.254.169.254", "http://[fd00:ec2::254]")
     imds_timeout: float = 1.0
@@ -44,6 +51,7 @@ class Settings:
     ifcfg_dhcp: bool = False
     settle_timeout: float = 20.0
     lock_timeout: float = 60.0
+    metrics_textfile: str = ""
     config_path: str = DEFAULT_CONFIG
     runtime_dir: str = DEFAULT_RUNTIME_DIR
 
@@ -56,6 +64,28 @@ class Field:
     kind: str  # "str", "bool", "number", "int", "list"
     doc: str
     check: Optional[Callable[[Any], Optional[str]]] = None  # returns a reason or None
+
+
+MTU_MIN, MTU_MAX = 576, 9216
+MTU_ENA_EXPRESS = 8900  # ENA Express needs the MTU at or below this
+
+
+def _mtu_value(v: Any) -> Optional[str]:
+    if v in ("auto", "keep"):
+        return None
+    if isinstance(v, int) and not isinstance(v, bool):
+        return None if MTU_MIN <= v <= MTU_MAX else f"must be {MTU_MIN} to {MTU_MAX}"
+    return 'must be "auto", "keep" or a number of bytes'
+
+
+def _mtu_overrides(v: Any) -> Optional[str]:
+    for key, value in v.items():
+        if not (key.startswith("eni-") or _mac_list([key]) is None):
+            return f"{key!r} is neither an ENI id (eni-...) nor a MAC address"
+        reason = _mtu_value(value)
+        if reason:
+            return f"{key}: {reason}"
+    return None
 
 
 def _positive(v: Any) -> Optional[str]:
@@ -136,6 +166,34 @@ SCHEMA: tuple[Field, ...] = (
         "bool",
         "Also configure the primary ENI (secondary addresses and policy rules). Off: "
         "the primary is left to the boot network configuration.",
+    ),
+    Field(
+        "interfaces",
+        "mtu",
+        "mtu",
+        "mtu",
+        '"auto": the MTU the primary ENI runs with (DHCP sets it from the VPC, 9001 '
+        'inside one); "keep": never change the MTU; or a number of bytes (576 to 9216; '
+        "ENA Express needs 8900 or less). `down` sets back the MTU the link had.",
+        _mtu_value,
+    ),
+    Field(
+        "interfaces",
+        "mtu_overrides",
+        "mtu_overrides",
+        "mtu_table",
+        "Per-ENI MTU: a TOML table from ENI id or MAC (keys quoted) to a value as for "
+        "interfaces.mtu; it wins over interfaces.mtu for that ENI.",
+        _mtu_overrides,
+    ),
+    Field(
+        "prefixes",
+        "local",
+        "prefixes_local",
+        "bool",
+        "Also route every delegated prefix (IPv4 and IPv6) as local (AnyIP, table local), "
+        "so a service bound to the wildcard answers on every address of the prefix. Off: "
+        "the prefixes get rules only (a CNI hands their addresses to pods).",
     ),
     Field(
         "refresh",
@@ -247,6 +305,16 @@ SCHEMA: tuple[Field, ...] = (
         "Seconds to wait for another ec2net working on the same interface.",
         _positive,
     ),
+    Field(
+        "metrics",
+        "textfile",
+        "metrics_textfile",
+        "str",
+        "File the daemon keeps Prometheus metrics in, rewritten after each job and "
+        "refresh, for node_exporter's textfile collector (a *.prom file in its "
+        "directory). Empty: no file.",
+        lambda v: None if v == "" else _absolute(v),
+    ),
 )
 
 _KINDS: dict[str, Callable[[Any], bool]] = {
@@ -255,6 +323,8 @@ _KINDS: dict[str, Callable[[Any], bool]] = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
     "list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "mtu": lambda v: isinstance(v, (str, int)) and not isinstance(v, bool),
+    "mtu_table": lambda v: isinstance(v, dict),
 }
 _KIND_NAMES = {
     "str": "a string",
@@ -262,6 +332,8 @@ _KIND_NAMES = {
     "int": "an integer",
     "number": "a number",
     "list": "a list of strings",
+    "mtu": '"auto", "keep" or a number',
+    "mtu_table": "a table of ENI ids or MACs to MTUs",
 }
 
 
@@ -288,8 +360,16 @@ def parse(data: dict[str, Any], path: str) -> dict[str, Any]:
             if field.kind == "list":
                 lower = field.key == "exclude_macs"
                 values[field.attr] = tuple(v.lower() if lower else v for v in value)
+            elif field.kind == "mtu_table":
+                values[field.attr] = tuple(sorted((k.lower(), v) for k, v in value.items()))
             else:
                 values[field.attr] = value
+    for name, mtu in [("interfaces.mtu", values.get("mtu")), *(
+        (f"interfaces.mtu_overrides.{k}", v) for k, v in values.get("mtu_overrides", ())
+    )]:  # fmt: skip
+        if isinstance(mtu, int) and mtu > MTU_ENA_EXPRESS:
+            log.warning("%s: %s = %d: ENA Express needs %d or less", path, name, mtu,
+                        MTU_ENA_EXPRESS)  # fmt: skip
     return values
 
 
@@ -333,6 +413,9 @@ def render_default() -> str:
             out.append(f"[{section}]")
         out.append(f"# {field.doc}")
         value = getattr(defaults, field.attr)
+        if field.kind == "mtu_table" and not value:
+            out.append(f"#{field.key} = {{}}")
+            continue
         # TOML has no null: a key unset by default is shown without a value
         out.append(
             f"# {field.key}: unset" if value is None else f"#{field.key} = {_toml_value(value)}"
@@ -347,6 +430,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, tuple) and all(isinstance(v, tuple) for v in value) and value:
+        return "{ " + ", ".join(f'"{k}" = {_toml_value(v)}' for k, v in value) + " }"
     if isinstance(value, tuple):
         return "[" + ", ".join(f'"{v}"' for v in value) + "]"
     return f'"{value}"'

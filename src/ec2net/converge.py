@@ -31,7 +31,7 @@ from ec2net import verify as verifier
 from ec2net.backends.base import Backend
 from ec2net.diff import Delta, changeset
 from ec2net.errors import ApplyFailed, Ec2NetError, TableConflict
-from ec2net.model import AddressSpec, ChangeSet, IPAddress, Op, owns
+from ec2net.model import AddressSpec, ChangeSet, IPAddress, MtuSpec, Op, owns
 from ec2net.snapshot import Snapshot
 from ec2net.state import Phase, Record, Store, eni_to_json
 from ec2net.targets import Target, Want, resolve
@@ -166,7 +166,7 @@ class Converger:
                 out.results += [_result(t, changes) for t in targets]
                 return out
             cancel.check()  # last point where stopping costs nothing
-            self._record_intent(targets, changes)
+            recorded = self._record_intent(targets, changes)
             for t in targets:
                 if not t.removing and t.link is not None and not t.link.up:
                     self.backend.set_up(t.ifname)
@@ -182,9 +182,11 @@ class Converger:
             for change, why in report.failed:
                 log.error("%s failed: %s", change, why)
             quiet = not changes and not report.applied and not self.backend.adds_own_objects
-            after = snap if quiet else self._settle(targets)
-            left = {t.mac: self._left(t, targets, after) for t in targets}
-            self._finalise(targets, after, left)
+            if quiet:  # nothing was to change, and nothing changed: nothing to verify
+                after, left = snap, {t.mac: ChangeSet() for t in targets}
+            else:
+                after, left = self._settle(targets)
+            self._finalise(targets, recorded, after, left)
         applied = ChangeSet(tuple(report.applied))
         out.results += [_result(t, applied) for t in targets]
         for r in out.results:
@@ -197,8 +199,12 @@ class Converger:
         return out
 
     # --- records -------------------------------------------------------------------
-    def _record_intent(self, targets: Sequence[Target], changes: ChangeSet) -> None:
+    def _record_intent(self, targets: Sequence[Target], changes: ChangeSet) -> dict[str, Record]:
+        """Write each planned ENI's intent before any change; the records as they now
+        stand on disk, by MAC (what `_finalise` starts from)."""
+        on_disk: dict[str, Record] = {}
         adding: dict[str, set[IPAddress]] = {}
+        mtu_set = {c.obj.ifname for c in changes.changes if isinstance(c.obj, MtuSpec)}
         for c in changes.changes:
             if c.op is Op.ADD and isinstance(c.obj, AddressSpec):
                 adding.setdefault(c.obj.ifname, set()).add(c.obj.address.ip)
@@ -206,37 +212,52 @@ class Converger:
             rec = t.record
             if t.removing:
                 if rec is not None and rec.phase != Phase.REMOVING.value:
-                    self.store.save(replace(rec, phase=Phase.REMOVING.value))
+                    rec = replace(rec, phase=Phase.REMOVING.value)
+                    self.store.save(rec)
+                if rec is not None:
+                    on_disk[t.mac] = rec
                 continue
             assert t.plan is not None and t.link is not None and t.eni is not None
             new = adding.get(t.ifname, set())
             owned = (rec.owned() if rec is not None else frozenset()) | new
+            mtu_before = rec.mtu_before if rec is not None else None
+            first_mtu = t.ifname in mtu_set and mtu_before is None
+            if first_mtu:
+                mtu_before = t.link.mtu
             if (
                 rec is not None
                 and not new
+                and not first_mtu
                 and rec.table == t.table
                 and rec.eni_id == t.plan.eni_id
                 and rec.ifindex == t.link.index
             ):
+                on_disk[t.mac] = rec
                 continue  # nothing new to own, the table is claimed already
-            self.store.save(
-                Record(
-                    mac=t.mac,
-                    eni_id=t.plan.eni_id,
-                    ifname=t.ifname,
-                    ifindex=t.link.index,
-                    table=t.table,
-                    owned_ips=sorted(str(a) for a in owned),
-                    metadata=eni_to_json(t.eni),
-                    phase=Phase.APPLYING.value,
-                )
+            rec = Record(
+                mac=t.mac,
+                eni_id=t.plan.eni_id,
+                ifname=t.ifname,
+                ifindex=t.link.index,
+                table=t.table,
+                owned_ips=sorted(str(a) for a in owned),
+                metadata=eni_to_json(t.eni),
+                phase=Phase.APPLYING.value,
+                mtu_before=mtu_before,
             )
+            self.store.save(rec)
+            on_disk[t.mac] = rec
+        return on_disk
 
     def _finalise(
-        self, targets: Sequence[Target], snap: Snapshot, left: dict[str, ChangeSet]
+        self,
+        targets: Sequence[Target],
+        records: dict[str, Record],
+        snap: Snapshot,
+        left: dict[str, ChangeSet],
     ) -> None:
         for t in targets:
-            rec = self.store.load(t.mac)
+            rec = records.get(t.mac)
             if t.removing:
                 if left[t.mac]:
                     continue  # kept (removing): the next run finishes the removal
@@ -263,15 +284,7 @@ class Converger:
             )
 
     # --- verify ----------------------------------------------------------------------
-    def _left(self, t: Target, targets: Sequence[Target], snap: Snapshot) -> ChangeSet:
-        return verifier.remaining(
-            t,
-            snap,
-            adds_own_objects=self.backend.adds_own_objects,
-            claimed=verifier.claimed_tables(targets),
-        )
-
-    def _settle(self, targets: Sequence[Target]) -> Snapshot:
+    def _settle(self, targets: Sequence[Target]) -> tuple[Snapshot, dict[str, ChangeSet]]:
         """The state after apply. A network manager applies files on its own time: wait
         for it (bounded) until nothing is left, or a device it needed went away (what
         it lacks never comes, and waiting would hold the lock its removal needs)."""
@@ -281,10 +294,10 @@ class Converger:
         while True:
             snap = self.backend.snapshot()
             left = verifier.verify(targets, snap, adds_own_objects=adds_own)
-            if not left or time.monotonic() >= deadline:
-                return snap
+            if not any(left.values()) or time.monotonic() >= deadline:
+                return snap, left
             if not wanted <= {ln.index for ln in snap.links}:
-                return snap
+                return snap, left
             cancel.pause(SETTLE_POLL)
 
 

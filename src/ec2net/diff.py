@@ -17,6 +17,7 @@ from ec2net.model import (
     ChangeSet,
     InterfacePlan,
     IPAddress,
+    MtuSpec,
     NetObject,
     Op,
     RouteSpec,
@@ -31,8 +32,12 @@ class Current:
 
     link_addresses: frozenset[AddressSpec]  # everything on the link
     owned_ips: frozenset[IPAddress]  # from the runtime record
-    routes: frozenset[RouteSpec]  # ours, in the ENI's table
+    routes: frozenset[RouteSpec]  # ours, in the ENI's table (and its local routes)
     rules: frozenset[RuleSpec]  # ours, pointing at the ENI's table
+    ifname: str = ""
+    link_mtu: Optional[int] = None  # None: no link (gone)
+    # The MTU the link had before ec2net changed it (record): set back on removal.
+    restore_mtu: Optional[int] = None
 
 
 @dataclass
@@ -64,6 +69,9 @@ def diff_interface(desired: Optional[InterfacePlan], current: Current) -> Delta:
     delta.delete += sorted(current.routes - want_routes, key=sort_key)
     delta.add += sorted(want_rules - current.rules, key=sort_key)
     delta.delete += sorted(current.rules - want_rules, key=sort_key)
+    mtu = desired.mtu if desired is not None else current.restore_mtu
+    if mtu is not None and current.link_mtu is not None and current.link_mtu != mtu:
+        delta.add.append(MtuSpec(desired.ifname if desired else current.ifname, mtu))
     return delta
 
 

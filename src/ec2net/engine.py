@@ -17,23 +17,24 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional, TypeVar
 
-from ec2net import plan as planner
 from ec2net.backends.base import Backend
 from ec2net.config import Settings
 from ec2net.converge import Action, Converger, Outcome, Result
 from ec2net.eligibility import Skip, eni_skip, link_skip
-from ec2net.errors import Ec2NetError, InterfaceGone
+from ec2net.errors import Ec2NetError, InterfaceGone, MetadataError
 from ec2net.imds import ImdsClient
 from ec2net.metadata import EniMetadata, fetch_dynamic, wait_for_eni
 from ec2net.model import ChangeSet, Link
+from ec2net.plan import PlanOptions
 from ec2net.render import Files, Renderer, RenderInput
 from ec2net.state import Record, Store, write_if_changed
-from ec2net.targets import Want
+from ec2net.targets import Want, resolve
 
 __all__ = ["Action", "Engine", "Result"]
 
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 # IMDS reads of several ENIs run side by side (scan, refresh), bounded: IMDS limits
 # packets per second per ENI, and one slow ENI must not cost the others its wait.
 IMDS_PARALLEL = 8
+
+_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -66,10 +69,28 @@ class Engine:
             return str(json.loads(path.read_text())["mac"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
-        mac = self.imds.get("mac").strip().lower()
+        raw = self.imds.get("mac")
+        mac = raw.strip().lower()
+        if not _MAC.fullmatch(mac):
+            raise MetadataError("mac", raw, "not a MAC address")
         self.store.ensure()
         write_if_changed(path, json.dumps({"mac": mac}) + "\n")
         return mac
+
+    def want(self, eni: EniMetadata, record: Optional[Record], *, refresh: bool = False) -> Want:
+        """The request to configure `eni`, with what the configuration adds to its plan."""
+        s = self.settings
+        overrides = dict(s.mtu_overrides)
+        choice = overrides.get(eni.eni_id, overrides.get(eni.mac, s.mtu))
+        mtu_from = None
+        mtu: Optional[int] = None
+        if choice == "auto" and not eni.is_primary:
+            mtu_from = self.primary_mac()
+        elif isinstance(choice, int):
+            mtu = choice
+        options = PlanOptions(mtu=mtu, local_prefixes=s.prefixes_local)
+        return Want(eni.mac, eni, record, requires_record=refresh, options=options,
+                    mtu_from=mtu_from)  # fmt: skip
 
     def link_skip(self, link: Link) -> Optional[Skip]:
         return link_skip(link, self.settings, self.backend, self.primary_mac())
@@ -114,7 +135,7 @@ class Engine:
                     return Result(ifname, Action.SKIPPED, detail=skip.reason)
                 log.info("%s: %s; removing what ec2net configured before", ifname, skip.reason)
                 return self._one(Want(link.mac, None, record), dry_run)
-            return self._one(Want(link.mac, eni, record), dry_run)
+            return self._one(self.want(eni, record), dry_run)
 
     def down(self, ifname: str, *, dry_run: bool = False) -> Result:
         links = {ln.mac: ln for ln in self.backend.links()}
@@ -146,9 +167,17 @@ class Engine:
                 return Result(live.name, Action.UNCHANGED, detail="link is present")
             return self._one(Want(mac, None, rec), dry_run=False)
 
-    def refresh(self, ifname: Optional[str] = None, *, dry_run: bool = False) -> list[Result]:
+    def refresh(
+        self,
+        ifname: Optional[str] = None,
+        *,
+        dry_run: bool = False,
+        listing: Callable[[str], bool] = lambda mac: False,
+    ) -> list[Result]:
         """Re-read the addresses of configured ENIs and converge them in one pass. An
-        IMDS failure leaves that ENI as it is and is raised after the others converged."""
+        IMDS failure leaves that ENI as it is and is raised after the others converged.
+        `listing(mac)` says whether to read that ENI's key listing this time (what it
+        finds: metadata.fetch_dynamic)."""
         links = {ln.mac: ln for ln in self.backend.links()}
         records = [r for r in self.store.records() if ifname is None or r.ifname == ifname]
         if ifname is not None and not records:
@@ -164,8 +193,9 @@ class Engine:
                 return Want(rec.mac, None, rec)
             known = rec.eni()
             if known is None:  # a salvaged record: everything is read again
-                return Want(rec.mac, self._wait(rec.mac), rec, requires_record=True)
-            return Want(rec.mac, fetch_dynamic(self.imds, known), rec, requires_record=True)
+                return self.want(self._wait(rec.mac), rec, refresh=True)
+            fresh = fetch_dynamic(self.imds, known, listing=listing(rec.mac))
+            return self.want(fresh, rec, refresh=True)
 
         for rec, got in _parallel(read, records):
             if isinstance(got, Ec2NetError):
@@ -181,16 +211,20 @@ class Engine:
         one that never propagates costs the scan one propagation timeout, not one each."""
         links = self.backend.links()
         candidates = []
+        out = Outcome()
         for ln in links:
-            skip = self.link_skip(ln)
+            try:
+                skip = self.link_skip(ln)
+            except Ec2NetError as err:  # e.g. a name the manager cannot take: that link only
+                out.fail(ln.name, err)
+                continue
             if skip is None:
                 candidates.append(ln)
             else:
                 log.log(logging.DEBUG if skip.quiet else logging.INFO,
                         "%s: skipped: %s", ln.name, skip.reason)  # fmt: skip
-        out = Outcome()
         wants: list[Want] = []
-        unknown: set[str] = set()  # IMDS failed: keep what they have
+        unknown = {ln.mac for ln in links if ln.name in {r.ifname for r in out.results}}
         for link, got in _parallel(lambda ln: self._wait(ln.mac), candidates):
             if isinstance(got, Ec2NetError):
                 out.fail(link.name, got)
@@ -198,7 +232,7 @@ class Engine:
                 continue
             skip = eni_skip(got, self.settings, self.backend)
             if skip is None:
-                wants.append(Want(link.mac, got, None))
+                wants.append(self.want(got, None))
         wanted = {w.mac for w in wants}
         for rec in self.store.records():
             if rec.mac not in wanted and rec.mac not in unknown:
@@ -223,7 +257,9 @@ class Engine:
                 level = logging.INFO if ifname and skip and not skip.quiet else logging.DEBUG
                 log.log(level, "%s: skipped: %s", link.name, skip.reason if skip else "")
                 continue
-            plan = planner.plan_interface(eni, link)
+            target = resolve(self.want(eni, None), snap)
+            assert target.plan is not None
+            plan = target.plan
             files.update(renderer(RenderInput(plan, link, eni, self.settings.ifcfg_dhcp)))
         return files
 

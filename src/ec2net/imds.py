@@ -17,6 +17,7 @@ connects: a locked-down IMDS lets only marked sockets through.
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import http.client
 import json
@@ -119,17 +120,43 @@ class _Token:
     expires: float  # wall clock (shared through the cache file across processes)
 
 
+class RequestOutcome(str, enum.Enum):
+    """How one HTTP exchange with one endpoint ended (the daemon's metrics)."""
+
+    OK = "ok"  # 200
+    ABSENT = "absent"  # 404: an answer, the key does not exist
+    UNAUTHORIZED = "unauthorized"  # 401: the token expired or was revoked
+    REFUSED = "refused"  # 400, 403, 405: retrying will not help
+    ERROR = "error"  # any other status (5xx, 429): transient
+    NO_ANSWER = "no_answer"  # timeout, reset, unreachable
+    PROHIBITED = "prohibited"  # a route forbids IMDS to this socket (imds.fwmark)
+
+    @classmethod
+    def of_status(cls, status: int) -> RequestOutcome:
+        if status == 200:
+            return cls.OK
+        if status == 404:
+            return cls.ABSENT
+        if status == 401:
+            return cls.UNAUTHORIZED
+        return cls.REFUSED if status in (400, 403, 405) else cls.ERROR
+
+
 @dataclass
 class RequestStats:
-    """Counts requests sent; benchmarks and tests read these."""
+    """Counts requests sent and how each ended; benchmarks, tests and metrics read these."""
 
     total: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
+    by_outcome: dict[RequestOutcome, int] = field(default_factory=dict)
 
     def add(self, method: str, path: str) -> None:
         self.total += 1
         key = f"{method} {path}"
         self.by_path[key] = self.by_path.get(key, 0) + 1
+
+    def ended(self, outcome: RequestOutcome) -> None:
+        self.by_outcome[outcome] = self.by_outcome.get(outcome, 0) + 1
 
 
 class _NoAnswer(Exception):
@@ -194,9 +221,6 @@ class ImdsClient:
         retries are spent, ImdsFatal when IMDS refuses us."""
         return decode_body(path, self._with_retries(lambda: self._get_once(META + path)))
 
-    def get_list(self, path: str) -> list[str]:
-        return [line for line in self.get(path).split("\n") if line]
-
     @contextlib.contextmanager
     def budget(self, seconds: float) -> Iterator[None]:
         """Within the block, this thread's requests, retries and backoff all end by
@@ -258,13 +282,20 @@ class ImdsClient:
             raise ImdsFatal("imds: token request refused (403): IMDS disabled or blocked")
         if status in (400, 405):
             raise ImdsFatal(f"imds: token request rejected ({status})")
-        raise ImdsTransient(f"imds: token request answered {status}")
+        raise ImdsTransient(f"imds: token request answered {status} without a usable token")
 
-    def _drop_token(self) -> None:
-        self._token = None
-        if self._token_cache is not None:
-            with contextlib.suppress(OSError):
-                self._token_cache.unlink()
+    def _drop_token(self, refused: Optional[str]) -> None:
+        """Forget the token IMDS refused, unless another thread already replaced it:
+        after an IMDS restart, parallel reads all get 401 but one new token serves all."""
+        with self._lock:
+            if self._token is not None and self._token.value != refused:
+                return
+            self._token = None
+            if self._token_cache is not None:
+                cached = self._read_cached_token()
+                if cached is None or cached.value == refused:
+                    with contextlib.suppress(OSError):
+                        self._token_cache.unlink()
 
     def _read_cached_token(self) -> Optional[_Token]:
         if self._token_cache is None:
@@ -293,7 +324,7 @@ class ImdsClient:
             if status == 404:
                 raise ImdsAbsent(f"imds: {path} not found")
             if status == 401 and attempt == 0 and not self._v1:
-                self._drop_token()  # expired or revoked: one fresh token, then retry
+                self._drop_token(token)  # expired or revoked: one fresh token, then retry
                 continue
             if status == 403:
                 raise ImdsFatal(f"imds: GET {path} refused (403)")
@@ -344,10 +375,14 @@ class ImdsClient:
                     key = path[len(META) :] if path.startswith(META) else path
                     raise MetadataError(key, "", f"answer longer than {MAX_BODY} bytes")
                 self._answered(ep)
+                self._ended(RequestOutcome.of_status(resp.status))
                 return resp.status, body
             except (OSError, http.client.HTTPException) as err:
                 if isinstance(err, OSError) and err.errno in PROHIBITED:
                     prohibited += 1
+                    self._ended(RequestOutcome.PROHIBITED)
+                else:
+                    self._ended(RequestOutcome.NO_ANSWER)
                 errors.append(f"{ep.host}: {err or type(err).__name__}")
             finally:
                 conn.close()
@@ -357,6 +392,10 @@ class ImdsClient:
         if prohibited:
             errors.append(FWMARK_HINT)
         raise _NoAnswer("; ".join(errors))
+
+    def _ended(self, outcome: RequestOutcome) -> None:
+        with self._stats_lock:
+            self.stats.ended(outcome)
 
     def _connection(self, ep: Endpoint, timeout: float) -> http.client.HTTPConnection:
         if self._fwmark is None:

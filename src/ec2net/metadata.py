@@ -40,6 +40,8 @@ STATIC_KEYS = (
     "vpc-ipv6-cidr-blocks",
 )
 REQUIRED_KEYS = ("device-number", "interface-id")
+# Static keys that first appear with an ENI's first IPv6 address or prefix.
+_IPV6_STATIC = ("subnet-ipv6-cidr-blocks", "vpc-ipv6-cidr-blocks")
 
 
 @dataclass(frozen=True)
@@ -184,25 +186,28 @@ def _addr6(s: str) -> IPv6Address:
     return addr
 
 
-def _net4(lengths: range) -> Callable[[str], IPv4Network]:
-    def conv(s: str) -> IPv4Network:
-        net = IPv4Network(_chars(_NET4_CHARS, s), strict=True)
+N = TypeVar("N", IPv4Network, IPv6Network)
+
+
+def _network(cls: type[N], chars: re.Pattern[str], lengths: range) -> Callable[[str], N]:
+    """A parser of one CIDR of `cls` whose length EC2 uses for this key. IMDS may send
+    uncompressed IPv6 forms (2600:1f16:0:0:0:0:0:0/64): ipaddress normalises them."""
+
+    def conv(s: str) -> N:
+        net = cls(_chars(chars, s), strict=True)
         if net.prefixlen not in lengths:
             raise ValueError(f"/{net.prefixlen} is not a length EC2 uses here")
         return net
 
     return conv
+
+
+def _net4(lengths: range) -> Callable[[str], IPv4Network]:
+    return _network(IPv4Network, _NET4_CHARS, lengths)
 
 
 def _net6(lengths: range) -> Callable[[str], IPv6Network]:
-    def conv(s: str) -> IPv6Network:
-        # IMDS may send uncompressed forms (2600:1f16:0:0:0:0:0:0/64); ipaddress normalises.
-        net = IPv6Network(_chars(_NET6_CHARS, s), strict=True)
-        if net.prefixlen not in lengths:
-            raise ValueError(f"/{net.prefixlen} is not a length EC2 uses here")
-        return net
-
-    return conv
+    return _network(IPv6Network, _NET6_CHARS, lengths)
 
 
 _SUBNET4 = _net4(SUBNET4_LENGTHS)
@@ -316,12 +321,18 @@ def _listing(client: ImdsClient, mac: str) -> set[str]:
     return {line.rstrip("/") for line in lines}
 
 
-def _read_keys(client: ImdsClient, mac: str, keys: tuple[str, ...]) -> dict[str, str]:
+def _read_keys(
+    client: ImdsClient, mac: str, keys: tuple[str, ...], *, listed: bool = True
+) -> dict[str, str]:
+    """Each key's text. A 404 on a key the listing just named is an attachment still
+    settling (ImdsNotYet); with `listed` false the ImdsAbsent is the caller's."""
     raw: dict[str, str] = {}
     for key in keys:
         try:
             raw[key] = client.get(f"network/interfaces/macs/{mac}/{key}")
         except ImdsAbsent:
+            if not listed:
+                raise
             # Listed a moment ago, gone now: the attachment is still settling.
             raise ImdsNotYet(f"{mac}: {key} listed but not readable yet") from None
     return raw
@@ -339,12 +350,48 @@ def fetch_eni(client: ImdsClient, mac: str, primary_mac: str) -> EniMetadata:
     return meta
 
 
-def fetch_dynamic(client: ImdsClient, known: EniMetadata) -> EniMetadata:
-    """Re-read only what can change while attached (refresh): the listing, then each
-    dynamic key present. Absent from the listing means none, as IMDS documents."""
-    present = _listing(client, known.mac)
-    keys = tuple(k for k in DYNAMIC_KEYS if k in present)
-    dyn = _dynamic(_read_keys(client, known.mac, keys))
+def _dynamic_values(known: EniMetadata) -> dict[str, tuple[object, ...]]:
+    return {
+        "local-ipv4s": known.ipv4s,
+        "ipv6s": known.ipv6s,
+        "ipv4-prefix": known.ipv4_prefixes,
+        "ipv6-prefix": known.ipv6_prefixes,
+    }
+
+
+def known_dynamic(known: EniMetadata) -> tuple[str, ...]:
+    """The dynamic keys `known` has values for: those IMDS listed at the last read."""
+    values = _dynamic_values(known)
+    return tuple(k for k in DYNAMIC_KEYS if values[k])
+
+
+def fetch_dynamic(client: ImdsClient, known: EniMetadata, *, listing: bool = False) -> EniMetadata:
+    """Re-read what can change while attached (refresh), at one request per key.
+
+    Without `listing`: each dynamic key `known` has values for (a dual-stack ENI costs
+    two requests). A key that answers 404 may have lost its last value: the listing
+    then decides, as below. With `listing`: the ENI's listing, plus the keys it names
+    that `known` lacks (a first IPv6 address, a delegated prefix); keys no longer
+    listed mean none, and keys still listed keep the values `known` has, as they were
+    read one interval ago and are read again in the next (a poller alternates the two,
+    so each round costs one request per ENI and key, see watch.py)."""
+    mac = known.mac
+    have = known_dynamic(known)
+    if not listing:
+        try:
+            raw = _read_keys(client, mac, have, listed=False)
+        except ImdsAbsent:
+            return fetch_dynamic(client, known, listing=True)
+    else:
+        present = _listing(client, mac)
+        new = tuple(k for k in DYNAMIC_KEYS if k in present and k not in have)
+        if not known.subnet6 and {"ipv6s", "ipv6-prefix"} & set(new):
+            # IPv6 came to an IPv4-only ENI: its subnet and VPC blocks came with it.
+            new += tuple(k for k in _IPV6_STATIC if k in present)
+        raw = _read_keys(client, mac, new)
+        values = _dynamic_values(known)
+        raw.update({k: "\n".join(map(str, values[k])) for k in have if k in present})
+    dyn = _dynamic(raw)
     fresh = replace(
         known,
         ipv4s=dyn.ipv4s,
@@ -352,6 +399,14 @@ def fetch_dynamic(client: ImdsClient, known: EniMetadata) -> EniMetadata:
         ipv4_prefixes=dyn.ipv4_prefixes,
         ipv6_prefixes=dyn.ipv6_prefixes,
     )
+    if "subnet-ipv6-cidr-blocks" in raw:
+        fresh = replace(
+            fresh,
+            subnet6=_each("subnet-ipv6-cidr-blocks", raw["subnet-ipv6-cidr-blocks"], _SUBNET6),
+            vpc6=_each("vpc-ipv6-cidr-blocks", raw["vpc-ipv6-cidr-blocks"], _SUBNET6)
+            if "vpc-ipv6-cidr-blocks" in raw
+            else known.vpc6,
+        )
     _check_consistent(fresh)
     if not fresh.ipv4s and not fresh.ipv6s:
         # An ENI always has a primary address: an empty answer is not "none".

@@ -21,6 +21,7 @@ IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 RTPROT_EC2NET = 236
 
 TABLE_MAIN = 254
+TABLE_LOCAL = 255
 
 # Rule priorities. Per ENI index i = 100 * network_card + device_number:
 #   PRIO_VPC + i   : from <owned block> lookup <table> suppress_prefixlength 0
@@ -49,6 +50,8 @@ def eni_table_of(obj: NetObject) -> Optional[int]:
     results, status, file-backend cleanup and managed reads all ask this."""
     if isinstance(obj, RouteSpec):
         return obj.table if is_eni_table(obj.table) else None
+    if isinstance(obj, MtuSpec):
+        return None
     if isinstance(obj, RuleSpec):
         if is_eni_table(obj.table):
             return obj.table
@@ -60,8 +63,10 @@ def eni_table_of(obj: NetObject) -> Optional[int]:
 
 def owns(obj: NetObject, table: int, ifname: str) -> bool:
     """Whether `obj` is part of the ENI with this table and interface name: routes and
-    rules by table, addresses by interface."""
-    if isinstance(obj, AddressSpec):
+    rules by table; addresses, the link's MTU and local (AnyIP) routes by interface."""
+    if isinstance(obj, (AddressSpec, MtuSpec)):
+        return obj.ifname == ifname
+    if isinstance(obj, RouteSpec) and obj.kind is RouteKind.LOCAL:
         return obj.ifname == ifname
     return eni_table_of(obj) == table
 
@@ -75,6 +80,13 @@ class Scope(enum.IntEnum):
     UNIVERSE = 0
     LINK = 253
     HOST = 254
+
+
+class RouteKind(enum.IntEnum):
+    """rtnetlink route types ec2net creates."""
+
+    UNICAST = 1
+    LOCAL = 2  # AnyIP: every address of the prefix is delivered locally
 
 
 def family_of(value: Union[IPAddress, IPNetwork, IPInterface]) -> Family:
@@ -95,6 +107,7 @@ class Link:
     # Index of the bridge, bond or team this link is a port of: such a link carries no
     # addresses of its own (an ENI handed to VMs or containers) and is left alone.
     master: Optional[int] = None
+    mtu: int = 1500
 
 
 @dataclass(frozen=True)
@@ -120,18 +133,23 @@ class RouteSpec:
     gateway: Optional[IPAddress] = None
     scope: Scope = Scope.UNIVERSE
     src: Optional[IPAddress] = None  # preferred source
+    kind: RouteKind = RouteKind.UNICAST
 
     @property
     def family(self) -> Family:
         return family_of(self.dst)
 
     def __str__(self) -> str:
-        parts = [f"route {self.dst}"]
+        local = "local " if self.kind is RouteKind.LOCAL else ""
+        parts = [f"route {local}{self.dst}"]
         if self.gateway is not None:
             parts.append(f"via {self.gateway}")
-        parts.append(f"dev {self.ifname} table {self.table}")
+        table = {TABLE_LOCAL: "local", TABLE_MAIN: "main"}.get(self.table, str(self.table))
+        parts.append(f"dev {self.ifname} table {table}")
         if self.scope is Scope.LINK:
             parts.append("scope link")
+        elif self.scope is Scope.HOST and self.kind is not RouteKind.LOCAL:
+            parts.append("scope host")
         if self.src is not None:
             parts.append(f"src {self.src}")
         return " ".join(parts)
@@ -154,9 +172,26 @@ class RuleSpec:
         return ("-6 " if self.family is Family.V6 else "") + " ".join(parts)
 
 
-NetObject = Union[AddressSpec, RouteSpec, RuleSpec]
+@dataclass(frozen=True)
+class MtuSpec:
+    """The link's MTU. Only ever set (ADD): `down` sets the MTU back that the link had
+    before ec2net changed it."""
 
-_KIND_ORDER = {AddressSpec: 0, RouteSpec: 1, RuleSpec: 2}
+    ifname: str
+    mtu: int
+
+    @property
+    def family(self) -> Family:
+        return Family.V4  # a link property; any fixed value keeps sort_key total
+
+    def __str__(self) -> str:
+        return f"link {self.ifname} mtu {self.mtu}"
+
+
+NetObject = Union[AddressSpec, RouteSpec, RuleSpec, MtuSpec]
+
+# The MTU first: a route's MTU follows the link's when it is added.
+_KIND_ORDER = {MtuSpec: 0, AddressSpec: 1, RouteSpec: 2, RuleSpec: 3}
 
 
 def sort_key(obj: NetObject) -> tuple[int, int, int, str]:
@@ -178,14 +213,11 @@ class InterfacePlan:
     addresses: frozenset[AddressSpec] = frozenset()
     routes: frozenset[RouteSpec] = frozenset()
     rules: frozenset[RuleSpec] = frozenset()
+    mtu: Optional[int] = None  # None: the link's MTU is left as it is
 
     def objects(self) -> frozenset[NetObject]:
-        return frozenset((*self.addresses, *self.routes, *self.rules))
-
-
-@dataclass(frozen=True)
-class DesiredState:
-    interfaces: tuple[InterfacePlan, ...] = ()
+        mtu = (MtuSpec(self.ifname, self.mtu),) if self.mtu is not None else ()
+        return frozenset((*self.addresses, *self.routes, *self.rules, *mtu))
 
 
 class Op(enum.Enum):

@@ -1,4 +1,4 @@
-"""The planner: a pure function from ENI metadata + links + settings to DesiredState.
+"""The planner: a pure function from ENI metadata + its link + options to the ENI's plan.
 
 Scheme (docs/routing.md has the reasons): ENI index i = 100*network_card +
 device_number; table 10000+i holds the ENI's subnet route, routes to the VPC's CIDRs via
@@ -11,7 +11,9 @@ lets specific main-table routes (bridges, pods, user routes) win over the ENI de
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Optional
 
 from ec2net.metadata import EniMetadata
 from ec2net.model import (
@@ -19,13 +21,14 @@ from ec2net.model import (
     PRIO_MAIN,
     PRIO_VPC,
     TABLE_BASE,
+    TABLE_LOCAL,
     TABLE_MAIN,
     AddressSpec,
-    DesiredState,
     Family,
     InterfacePlan,
     IPNetwork,
     Link,
+    RouteKind,
     RouteSpec,
     RuleSpec,
     Scope,
@@ -35,6 +38,15 @@ from ec2net.model import (
 AWS_IPV6_ROUTER = ipaddress.IPv6Address("fe80:ec2::1")
 DEFAULT4 = ipaddress.IPv4Network("0.0.0.0/0")
 DEFAULT6 = ipaddress.IPv6Network("::/0")
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What the configuration adds to the plan of one ENI."""
+
+    mtu: Optional[int] = None  # the link's MTU; None leaves it as it is
+    # Route delegated prefixes as local (AnyIP), so the host answers on every address.
+    local_prefixes: bool = False
 
 
 def table_for(eni: EniMetadata) -> int:
@@ -101,34 +113,38 @@ def _rules(eni: EniMetadata, table: int) -> list[RuleSpec]:
     return out
 
 
-def plan_interface(eni: EniMetadata, link: Link) -> InterfacePlan:
+def _local_routes(eni: EniMetadata, link: Link) -> list[RouteSpec]:
+    """Delegated prefixes as AnyIP routes in table local, on the ENI's link (the kernel
+    drops them with the device): every address of the prefix is delivered to local
+    sockets, and the replies' source rules send them out by the ENI."""
+    prefixes: list[IPNetwork] = [*eni.ipv4_prefixes, *eni.ipv6_prefixes]
+    return [
+        # IPv6 routes have no scope (the kernel reports universe); IPv4 local is host.
+        RouteSpec(TABLE_LOCAL, p, link.name, scope=_LOCAL_SCOPE[p.version], kind=RouteKind.LOCAL)
+        for p in prefixes
+    ]
+
+
+_LOCAL_SCOPE = {4: Scope.HOST, 6: Scope.UNIVERSE}
+
+
+def plan_interface(
+    eni: EniMetadata, link: Link, options: PlanOptions = PlanOptions()
+) -> InterfacePlan:
     table = table_for(eni)
+    routes = _routes(eni, link, table)
+    if options.local_prefixes:
+        routes += _local_routes(eni, link)
     return InterfacePlan(
         mac=eni.mac,
         eni_id=eni.eni_id,
         ifname=link.name,
         table=table,
         addresses=frozenset(_addresses(eni, link)),
-        routes=frozenset(_routes(eni, link, table)),
+        routes=frozenset(routes),
         rules=frozenset(_rules(eni, table)),
+        mtu=options.mtu,
     )
-
-
-def plan(pairs: Sequence[tuple[EniMetadata, Link]]) -> DesiredState:
-    """Desired state for the given (ENI, link) pairs. Duplicate indexes (two ENIs
-    claiming one table) are a metadata inconsistency and raise ValueError."""
-    seen: dict[int, str] = {}
-    plans = []
-    for eni, link in sorted(pairs, key=lambda p: p[0].index):
-        if eni.index in seen:
-            raise ValueError(
-                f"{link.name}: {eni.eni_id} and {seen[eni.index]} both claim table "
-                f"{table_for(eni)} (network-card {eni.network_card}, "
-                f"device-number {eni.device_number})"
-            )
-        seen[eni.index] = eni.eni_id
-        plans.append(plan_interface(eni, link))
-    return DesiredState(tuple(plans))
 
 
 def families_of(plans: Iterable[InterfacePlan]) -> set[Family]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Optional
+from functools import cached_property
+from typing import Optional, TypeVar
 
-from ec2net.model import AddressSpec, Link, RouteSpec, RuleSpec, eni_table_of
+from ec2net.model import AddressSpec, Link, RouteKind, RouteSpec, RuleSpec, eni_table_of
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,11 @@ class Snapshot:
         return next((ln for ln in self.links if ln.name == name), None)
 
     def by_mac(self) -> dict[str, Link]:
+        return self._by_mac
+
+    @cached_property
+    def _by_mac(self) -> dict[str, Link]:
+        # Asked once per target and stage: built once per snapshot (it never changes).
         return {ln.mac: ln for ln in self.links}
 
     def by_index(self, index: int) -> Optional[Link]:
@@ -35,12 +41,38 @@ class Snapshot:
         return self.addresses.get(link.index, frozenset()) if link is not None else frozenset()
 
     def routes_of(self, table: int) -> frozenset[RouteSpec]:
-        return frozenset(r for r in self.routes if eni_table_of(r) == table)
+        return self._routes_by_table.get(table, frozenset())
+
+    def local_routes_of(self, ifname: str) -> frozenset[RouteSpec]:
+        """Our local (AnyIP) routes on this link: owned by interface, not by table."""
+        return frozenset(
+            r for r in self.routes if r.kind is RouteKind.LOCAL and r.ifname == ifname
+        )
 
     def rules_of(self, table: int) -> frozenset[RuleSpec]:
-        return frozenset(r for r in self.rules if eni_table_of(r) == table)
+        return self._rules_by_table.get(table, frozenset())
 
     def tables(self) -> set[int]:
         """ENI tables that any of our routes or rules belong to."""
-        found = {eni_table_of(r) for r in self.routes} | {eni_table_of(r) for r in self.rules}
-        return {t for t in found if t is not None}
+        return set(self._routes_by_table) | set(self._rules_by_table)
+
+    # Each target asks for its tables at every stage: group the objects once.
+    @cached_property
+    def _routes_by_table(self) -> dict[int, frozenset[RouteSpec]]:
+        return _by_table(self.routes)
+
+    @cached_property
+    def _rules_by_table(self) -> dict[int, frozenset[RuleSpec]]:
+        return _by_table(self.rules)
+
+
+Obj = TypeVar("Obj", RouteSpec, RuleSpec)
+
+
+def _by_table(objs: frozenset[Obj]) -> dict[int, frozenset[Obj]]:
+    groups: dict[int, set[Obj]] = {}
+    for obj in objs:
+        table = eni_table_of(obj)
+        if table is not None:
+            groups.setdefault(table, set()).add(obj)
+    return {table: frozenset(found) for table, found in groups.items()}

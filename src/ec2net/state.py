@@ -94,6 +94,8 @@ class Record:
     updated: float = 0.0
     version: int = RECORD_VERSION
     phase: str = Phase.APPLIED.value
+    # The link's MTU before ec2net first changed it: `down` sets it back.
+    mtu_before: Optional[int] = None
 
     def owned(self) -> frozenset[IPAddress]:
         return frozenset(ipaddress.ip_address(a) for a in self.owned_ips)
@@ -118,7 +120,7 @@ def _salvage(mac: str, data: object) -> Record:
     for name in ("eni_id", "ifname"):
         if isinstance(data.get(name), str):
             setattr(rec, name, data[name])
-    for name in ("ifindex", "table"):
+    for name in ("ifindex", "table", "mtu_before"):
         if isinstance(data.get(name), int) and not isinstance(data.get(name), bool):
             setattr(rec, name, data[name])
     if isinstance(data.get("metadata"), dict):
@@ -144,6 +146,8 @@ def _parse_record(mac: str, text: str) -> Record:
     known = {f.name for f in fields(Record)}
     rec = Record(**{k: v for k, v in data.items() if k in known})
     if rec.mac != mac or not isinstance(rec.table, int) or not isinstance(rec.owned_ips, list):
+        raise ValueError("fields do not match the record's name or types")
+    if rec.mtu_before is not None and not isinstance(rec.mtu_before, int):
         raise ValueError("fields do not match the record's name or types")
     rec.owned()  # every owned address must parse
     if version < RECORD_VERSION:

@@ -14,7 +14,7 @@ from typing import Any
 from ec2net import verify as verifier
 from ec2net.engine import Engine
 from ec2net.state import Phase
-from ec2net.targets import Want, resolve
+from ec2net.targets import resolve
 
 
 class State(str, enum.Enum):
@@ -60,7 +60,7 @@ def collect(engine: Engine) -> list[StatusRow]:
         eni = rec.eni()
         drift = -1
         if link is not None and eni is not None:
-            target = resolve(Want(rec.mac, eni, rec), snap)
+            target = resolve(engine.want(eni, rec), snap)
             left = verifier.remaining(
                 target, snap, adds_own_objects=engine.backend.adds_own_objects
             )

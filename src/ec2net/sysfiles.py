@@ -18,8 +18,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-from ec2net.state import write_if_changed
-
 UNIT_DIR = "usr/lib/systemd/system"
 UDEV_DIR = "usr/lib/udev/rules.d"
 UPSTART_DIR = "etc/init"
@@ -38,6 +36,14 @@ SYSTEMD = "systemd"
 UPSTART = "upstart"
 AUTO = "auto"
 INIT_CHOICES = (AUTO, SYSTEMD, UPSTART)
+
+
+def _write(path: Path, content: str) -> bool:
+    # Imported on use: ec2net.state pulls in the IMDS client (http, ssl), and the CLI
+    # reads this module's constants for every `--help`.
+    from ec2net.state import write_if_changed  # noqa: PLC0415
+
+    return write_if_changed(path, content)
 
 
 # The rule's ID_NET_MANAGED_BY line, active only for the netlink backend (see the rule).
@@ -118,7 +124,7 @@ def install_udev_override(root: Path, drivers: tuple[str, ...], managed_by: bool
     overrides the packaged one (packages own /usr/lib; a config change must not
     rewrite it). Returns whether it wrote."""
     content = udev_rule(drivers, managed_by)
-    return write_if_changed(root / "etc/udev/rules.d" / RULES, content)
+    return _write(root / "etc/udev/rules.d" / RULES, content)
 
 
 def install(
@@ -138,7 +144,7 @@ def install(
     files = render(drivers, bindir, init, ifcfg_dhcp, managed_by)
     for rel, content in files.items():
         path = root / rel
-        if write_if_changed(path, content):
+        if _write(path, content):
             written.append(path)
     for rel in dhcp_dropins():
         path = root / rel

@@ -9,12 +9,13 @@ that link. Backends receive Targets; file backends render them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from ec2net import plan as planner
 from ec2net.metadata import EniMetadata
 from ec2net.model import InterfacePlan, Link
+from ec2net.plan import PlanOptions
 from ec2net.snapshot import Snapshot
 from ec2net.state import Record
 
@@ -29,6 +30,9 @@ class Want:
     # Only while the ENI is still recorded (a refresh must not bring back an ENI that
     # `down` removed while IMDS was being read).
     requires_record: bool = False
+    options: PlanOptions = field(default_factory=PlanOptions)
+    # MTU "auto": the MAC of the link whose MTU the ENI takes (the primary's).
+    mtu_from: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,11 @@ def resolve(want: Want, snap: Snapshot) -> Target:
     rec = want.record
     link = snap.by_mac().get(want.mac)
     if want.eni is not None and link is not None:
-        plan = planner.plan_interface(want.eni, link)
+        options = want.options
+        if want.mtu_from is not None:
+            source = snap.by_mac().get(want.mtu_from)
+            options = replace(options, mtu=source.mtu if source is not None else None)
+        plan = planner.plan_interface(want.eni, link, options)
         return Target(want.mac, link.name, plan.table, link, plan, want.eni, rec)
     ifname = link.name if link is not None else rec.ifname if rec is not None else want.mac
     return Target(want.mac, ifname, rec.table if rec is not None else 0, link, None, None, rec)

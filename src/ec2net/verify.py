@@ -21,11 +21,16 @@ def current(t: Target, snap: Snapshot, *, claimed: frozenset[int] = frozenset())
     planned by another target of the same converge (a table handed over from a gone ENI
     to a new one): a removal leaves their content to the new owner's diff."""
     tables = t.tables() - claimed if t.removing else t.tables()
+    link = snap.by_mac().get(t.mac) if t.link is not None else None
+    local = snap.local_routes_of(link.name) if link is not None else frozenset()
     return Current(
-        link_addresses=snap.addresses_of(t.link),
+        link_addresses=snap.addresses_of(link),
         owned_ips=t.record.owned() if t.record is not None else frozenset(),
-        routes=frozenset(r for tb in tables for r in snap.routes_of(tb)),
+        routes=frozenset(r for tb in tables for r in snap.routes_of(tb)) | local,
         rules=frozenset(r for tb in tables for r in snap.rules_of(tb)),
+        ifname=t.ifname,
+        link_mtu=link.mtu if link is not None else None,
+        restore_mtu=t.record.mtu_before if t.record is not None else None,
     )
 
 
@@ -52,13 +57,12 @@ def claimed_tables(targets: Sequence[Target]) -> frozenset[int]:
     return frozenset(t.table for t in targets if not t.removing)
 
 
-def verify(targets: Sequence[Target], snap: Snapshot, *, adds_own_objects: bool) -> ChangeSet:
-    """Everything that did not take effect, over all targets."""
+def verify(
+    targets: Sequence[Target], snap: Snapshot, *, adds_own_objects: bool
+) -> dict[str, ChangeSet]:
+    """The verify stage: what did not take effect, per target (by MAC)."""
     claimed = claimed_tables(targets)
-    return ChangeSet(
-        tuple(
-            c
-            for t in targets
-            for c in remaining(t, snap, adds_own_objects=adds_own_objects, claimed=claimed).changes
-        )
-    )
+    return {
+        t.mac: remaining(t, snap, adds_own_objects=adds_own_objects, claimed=claimed)
+        for t in targets
+    }

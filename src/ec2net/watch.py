@@ -6,7 +6,8 @@ pool (a job waiting for IMDS propagation never blocks other events); address cha
 are picked up by polling IMDS every `refresh.interval` seconds with jitter, sharing one
 token. The engine's locks make the daemon, udev-started units and a person at the shell
 safe together; a job that finds an ENI configured moments ago by someone else skips
-its IMDS reads altogether.
+its IMDS reads altogether. With `metrics.textfile`, every job ends by rewriting that
+file (metrics.py) for node_exporter's textfile collector.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import random
 import select
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,22 +26,38 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ec2net import cancel
+from ec2net import cancel, metrics
 from ec2net import config as config_mod
 from ec2net.backends import open_backend
 from ec2net.backends.netlink_events import LinkEvent, LinkEvents, Resync
 from ec2net.config import Settings
 from ec2net.engine import Engine
-from ec2net.errors import Ec2NetError
+from ec2net.errors import (
+    ApplyFailed,
+    Ec2NetError,
+    ImdsError,
+    LockTimeout,
+    MetadataError,
+    TableConflict,
+)
 from ec2net.imds import ImdsClient
+from ec2net.metrics import DaemonCounters, JobKind
 from ec2net.sdnotify import notify, watchdog_interval
-from ec2net.state import Store
+from ec2net.state import Store, write_if_changed
+from ec2net.status import collect
 
 log = logging.getLogger(__name__)
 
 WORKERS = 4
+RETRY_FIRST = 1.0  # seconds before the first retry of a failed `up`; doubles each time
 # A udev-started unit that configured the ENI this recently spares us the IMDS reads.
 FRESH_WITHIN = 10.0
+# Each refresh reads an ENI's address lists (one request per list); only every
+# LISTING_EVERY-th round reads its key listing instead, which is what finds keys that
+# newly appear (a first IPv6 address, a delegated prefix) and keeps the known lists
+# for that round. An IPv4-only ENI thus costs one request per interval, and a new key
+# is picked up within LISTING_EVERY intervals (5 minutes at the default 60 s).
+LISTING_EVERY = 5
 
 
 class Daemon:
@@ -50,12 +68,18 @@ class Daemon:
         self.imds = ImdsClient.from_settings(settings, self.store.token_cache)
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ec2net")
         self.jobs: dict[str, Future[None]] = {}
-        self.pending: dict[str, Callable[[Engine], object]] = {}
+        self.pending: dict[str, tuple[JobKind, Callable[[Engine], object]]] = {}
         self.known: dict[int, tuple[str, str]] = {}  # ifindex -> (name, mac)
+        self.refresh_rounds: dict[str, int] = {}  # mac -> refreshes so far
         self.stopping = False
         self.reload_requested = False
         self._wake: Optional[socket.socket] = None  # written when a job ends
         self.next_refresh = time.monotonic() + self._interval()
+        self.counters = DaemonCounters(started=time.time())
+        # ifindex -> (next attempt, MAC, delay) for new ENIs whose `up` failed
+        self.retries: dict[int, tuple[float, str, float]] = {}
+        self._retry_lock = threading.Lock()
+        self._metrics_lock = threading.Lock()  # jobs end on several threads
 
     def _interval(self) -> float:
         # Jitter spreads a fleet's polls (IMDS limits packets per second per ENI).
@@ -72,24 +96,17 @@ class Daemon:
         finally:
             backend.close()
 
-    def submit(self, key: str, work: Callable[[Engine], object]) -> None:
+    def submit(self, key: str, work: Callable[[Engine], object], kind: JobKind) -> None:
         """Run `work` on the pool; a second request for a key still running is queued
         once and runs after it (coalescing bursts of events for one ENI)."""
         running = self.jobs.get(key)
         if running is not None and not running.done():
-            self.pending[key] = work
+            self.pending[key] = (kind, work)
             return
 
         def job() -> None:
             try:
-                with self._engine() as engine:
-                    work(engine)
-            except cancel.Cancelled:
-                log.info("%s: stopped before it finished; the next start converges", key)
-            except Ec2NetError as err:
-                log.warning("%s: %s", key, err)
-            except Exception:
-                log.exception("%s: unexpected error", key)
+                self._measured(key, work, kind)
             finally:
                 if self._wake is not None:  # start a queued follow-up job at once
                     with contextlib.suppress(OSError):
@@ -97,36 +114,116 @@ class Daemon:
 
         self.jobs[key] = self.pool.submit(job)
 
+    def _measured(self, key: str, work: Callable[[Engine], object], kind: JobKind) -> None:
+        started = time.monotonic()
+        failed = True
+        try:
+            with self._engine() as engine:
+                work(engine)
+            failed = False
+        except cancel.Cancelled:
+            log.info("%s: stopped before it finished; the next start converges", key)
+            return  # stopping: not a failure, and no file to update
+        except Ec2NetError as err:
+            log.warning("%s: %s", key, err)
+        except Exception:
+            log.exception("%s: unexpected error", key)
+        with self._metrics_lock:
+            self.counters = self.counters.record(
+                kind, time.monotonic() - started, failed, time.time()
+            )
+        self.write_metrics()
+
+    def write_metrics(self) -> None:
+        """Rewrite metrics.textfile (if set) from the kernel's state and our counters."""
+        textfile = self.settings.metrics_textfile
+        if not textfile:
+            return
+        try:
+            with self._engine() as engine:
+                rows = collect(engine)
+            with self._metrics_lock:  # one writer at a time: the temp file name is shared
+                text = metrics.exposition(rows, self.counters, dict(self.imds.stats.by_outcome))
+                write_if_changed(Path(textfile), text)
+        except (Ec2NetError, OSError) as err:
+            log.warning("metrics: %s not written: %s", textfile, err)
+
     def _reap(self) -> None:
         for key, fut in list(self.jobs.items()):
             if fut.done():
                 del self.jobs[key]
-                work = self.pending.pop(key, None)
-                if work is not None:
-                    self.submit(key, work)
+                queued = self.pending.pop(key, None)
+                if queued is not None:
+                    kind, work = queued
+                    self.submit(key, work, kind)
 
     # --- events ------------------------------------------------------------------------
     def resync(self) -> None:
         with self._engine() as engine:
             self.known = {ln.index: (ln.name, ln.mac) for ln in engine.backend.links()}
-        self.submit("scan", lambda e: e.scan())
+        self.submit("scan", lambda e: e.scan(), JobKind.SCAN)
 
     def on_event(self, ev: LinkEvent) -> None:
         if ev.kind == "del":
+            with self._retry_lock:
+                self.retries.pop(ev.index, None)
             old = self.known.pop(ev.index, None)
             mac = old[1] if old else ev.mac
             if mac and self.store.load(mac) is not None:
-                self.submit(f"mac {mac}", lambda e: e.down_mac(mac))
+                self.submit(f"mac {mac}", lambda e: e.down_mac(mac), JobKind.DOWN)
             return
         seen = self.known.get(ev.index)
         self.known[ev.index] = (ev.name, ev.mac)
         if seen == (ev.name, ev.mac):
             return  # a flag or carrier change on a link we know: nothing to do
-        index = ev.index
-        self.submit(f"mac {ev.mac}", lambda e: _up_by_index(e, index))
+        self._submit_up(ev.index, ev.mac)
+
+    def _submit_up(self, index: int, mac: str) -> None:
+        def up(engine: Engine) -> None:
+            try:
+                _up_by_index(engine, index)
+            except (ImdsError, MetadataError, ApplyFailed, LockTimeout, TableConflict):
+                self._retry_later(index, mac)
+                raise
+            with self._retry_lock:
+                self.retries.pop(index, None)
+
+        self.submit(f"mac {mac}", up, JobKind.UP)
+
+    def _retry_later(self, index: int, mac: str) -> None:
+        """A new ENI whose `up` failed (IMDS garbage or outage, a busy lock) is tried
+        again with backoff: no link event will come for it, and the refresh only covers
+        ENIs that are configured. Capped at the refresh interval."""
+        with self._retry_lock:
+            _, _, delay = self.retries.get(index, (0.0, mac, RETRY_FIRST / 2))
+            delay = min(delay * 2, self.settings.refresh_interval)
+            self.retries[index] = (time.monotonic() + delay, mac, delay)
+        log.info("%s: trying again in %.0f s", mac, delay)
+
+    def _due_retries(self, now: float) -> float:
+        """Submit the retries that are due; the time of the next one."""
+        with self._retry_lock:
+            due = [(i, m) for i, (at, m, _) in self.retries.items() if at <= now]
+            for index, _mac in due:
+                _at, mac, delay = self.retries[index]
+                self.retries[index] = (float("inf"), mac, delay)  # until the job ends
+            nxt = min((at for at, _, _ in self.retries.values()), default=float("inf"))
+        for index, mac in due:
+            if self.known.get(index, ("", ""))[1] == mac:
+                self._submit_up(index, mac)
+            else:
+                with self._retry_lock:
+                    self.retries.pop(index, None)
+        return nxt
 
     def refresh(self) -> None:
-        self.submit("refresh", lambda e: e.refresh())
+        self.submit("refresh", lambda e: e.refresh(listing=self._listing_due), JobKind.REFRESH)
+
+    def _listing_due(self, mac: str) -> bool:
+        # Called from the refresh's IMDS threads, one call per ENI (distinct keys).
+        rounds = self.refresh_rounds.get(mac, 0) + 1
+        self.refresh_rounds[mac] = rounds
+        return rounds % LISTING_EVERY == 0
 
     def reload(self) -> None:
         try:
@@ -134,7 +231,9 @@ class Daemon:
         except Ec2NetError as err:
             log.error("reload: keeping the running configuration: %s", err)
             return
+        stats = self.imds.stats  # the counters go on across a reload
         self.imds = ImdsClient.from_settings(self.settings, self.store.token_cache)
+        self.imds.stats = stats
         log.info("reloaded %s", self.settings.config_path)
         self.resync()
 
@@ -185,7 +284,7 @@ class Daemon:
             if now >= self.next_refresh:
                 self.refresh()
                 self.next_refresh = now + self._interval()
-            deadline = self.next_refresh
+            deadline = min(self.next_refresh, self._due_retries(now))
             if watchdog is not None:
                 deadline = min(deadline, next_ping)
             timeout = max(0.0, deadline - now)

@@ -19,7 +19,7 @@ from ec2net.config import Settings
 from ec2net.engine import Engine
 from ec2net.errors import ImdsAbsent
 from ec2net.imds import ImdsClient
-from ec2net.model import AddressSpec, ChangeSet, Link, Op, RouteSpec, RuleSpec
+from ec2net.model import AddressSpec, ChangeSet, Link, MtuSpec, Op, RouteSpec, RuleSpec
 from ec2net.snapshot import Snapshot
 from ec2net.state import Store
 from ec2net.targets import Target
@@ -47,8 +47,8 @@ class FakeKernel:
     primary_ok: bool = True
     adds_own_objects: bool = False
 
-    def plug(self, name: str, mac: str, index: int, driver: str = "ena") -> Link:
-        link = Link(index, name, mac, driver)
+    def plug(self, name: str, mac: str, index: int, driver: str = "ena", mtu: int = 1500) -> Link:
+        link = Link(index, name, mac, driver, mtu=mtu)
         self.links_[name] = link
         self.addrs.setdefault(index, set())
         return link
@@ -101,7 +101,9 @@ class FakeKernel:
         return report
 
     def _one(self, op: Op, obj: object) -> None:
-        if isinstance(obj, AddressSpec):
+        if isinstance(obj, MtuSpec):
+            self.links_[obj.ifname] = replace(self.links_[obj.ifname], mtu=obj.mtu)
+        elif isinstance(obj, AddressSpec):
             link = self.links_.get(obj.ifname)
             if link is None:
                 return
@@ -152,10 +154,16 @@ class FakeImds(ImdsClient):
         ipv6s: Sequence[str] = (),
         subnet6: str = "2600:1f16:292:2::/64",
         eni_id: Optional[str] = None,
+        prefixes4: Sequence[str] = (),
+        prefixes6: Sequence[str] = (),
     ) -> None:
         base = f"network/interfaces/macs/{mac}/"
         for key in [k for k in self.tree if k.startswith(base)]:
             del self.tree[key]
+        if prefixes4:
+            self.tree[base + "ipv4-prefix"] = "\n".join(prefixes4)
+        if prefixes6:
+            self.tree[base + "ipv6-prefix"] = "\n".join(prefixes6)
         self.tree[base + "device-number"] = str(device)
         self.tree[base + "interface-id"] = eni_id or "eni-" + mac.replace(":", "")
         self.tree[base + "vpc-ipv4-cidr-blocks"] = "10.0.0.0/16"

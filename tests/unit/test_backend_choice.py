@@ -112,9 +112,9 @@ def test_open_backend_carries_the_descriptor(tmp_path: Path, name: str) -> None:
         assert backend.name == name
         assert backend.primary_ok is desc.primary_ok
         assert backend.settle_timeout == (7.0 if desc.settles else 0.0)
+        assert backend.adds_own_objects is desc.adds_own_objects
         if desc.writes_files:
             assert isinstance(backend, FileBackend)
-            assert backend.adds_own_objects is desc.adds_own_objects
             assert backend.kernel.managed is desc.adds_own_objects
     finally:
         backend.close()

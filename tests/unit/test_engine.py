@@ -321,3 +321,33 @@ def test_refresh_does_not_resurrect_an_eni_removed_meanwhile(
     imds.get = get_then_down  # type: ignore[method-assign]
     e.refresh()
     assert ours(kernel) == (set(), set(), set())
+
+
+def test_a_name_the_backend_refuses_fails_that_link_only(
+    tmp_path: Path, kernel: FakeKernel, imds: FakeImds
+) -> None:
+    from ec2net.errors import UnsupportedInterfaceName
+
+    kernel.plug("a;b", MAC2, 4)
+    imds.eni(MAC2, 2, ["10.0.2.30"])
+
+    def blocked(ifname: str) -> str | None:
+        if ";" in ifname:
+            raise UnsupportedInterfaceName(ifname, "ifcfg", "is not a shell word")
+        return None
+
+    kernel.blocked = blocked  # type: ignore[method-assign]
+    with pytest.raises(UnsupportedInterfaceName):
+        engine(kernel, imds, tmp_path).scan()
+    assert {r.table for r in kernel.routes} == {10001}  # eth1 was configured all the same
+
+
+def test_a_garbled_primary_mac_is_an_error_naming_the_key(
+    tmp_path: Path, kernel: FakeKernel, imds: FakeImds
+) -> None:
+    from ec2net.errors import MetadataError
+
+    imds.tree["mac"] = "<html>oops</html>"
+    with pytest.raises(MetadataError, match="mac"):
+        engine(kernel, imds, tmp_path).up("eth1")
+    assert ours(kernel) == (set(), set(), set())

@@ -111,3 +111,30 @@ def test_owner_is_decided_by_the_header_alone(tmp_path: Path) -> None:
         path = tmp_path / f"f{i}"
         path.write_text(text)
         assert _owner(path) == owner, text
+
+
+def test_files_the_manager_failed_to_take_are_activated_again(tmp_path: Path) -> None:
+    """ifup (or a reload) fails: the next run must activate again, not find the files
+    unchanged and skip the manager."""
+    import pytest
+
+    from ec2net.errors import ApplyFailed
+
+    wanted = intents()
+    fb, manager = backend(tmp_path, [i.link for i in wanted if i.link is not None], "ifcfg")
+    calls = []
+
+    def failing(
+        activations: Sequence[Activation], changes: ChangeSet, kernel: Kernel
+    ) -> ApplyReport:
+        calls.append(list(activations))
+        raise ApplyFailed("ifup eth1: exit 1")
+
+    manager.activate = failing  # type: ignore[method-assign]
+    with pytest.raises(ApplyFailed):
+        fb.apply(ChangeSet(()), wanted)
+    assert fb.ours() == {}  # nothing left that would read as "already applied"
+    del manager.activate
+    fb.apply(ChangeSet(()), wanted)
+    assert {a.ifname for a in manager.activations[-1]} == {a.ifname for a in calls[0]}
+    assert all(a.written for a in manager.activations[-1])

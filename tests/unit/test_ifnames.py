@@ -12,8 +12,9 @@ from ec2net.backends import by_name, file_backends
 from ec2net.backends.base import Intent
 from ec2net.errors import UnsupportedInterfaceName, exit_code
 from ec2net.model import ChangeSet
-from ec2net.plan import plan, table_for
+from ec2net.plan import table_for
 from ec2net.render import RenderInput
+from tests.unit.planning import plan
 from tests.unit.test_file_backend import backend
 from tests.unit.test_plan import SCENARIOS
 

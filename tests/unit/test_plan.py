@@ -14,14 +14,14 @@ from ec2net.model import (
     PRIO_MAIN,
     TABLE_MAIN,
     AddressSpec,
-    DesiredState,
     Link,
     Op,
     RuleSpec,
     rule_of_table,
     sort_key,
 )
-from ec2net.plan import plan, plan_interface
+from ec2net.plan import plan_interface
+from tests.unit.planning import Planned, plan
 
 GOLDEN = Path(__file__).parent / "golden"
 PRIMARY = "02:00:0a:00:01:0a"
@@ -43,7 +43,7 @@ def link(name: str, mac: str, index: int = 3) -> Link:
     return Link(index, name, mac, "ena")
 
 
-def render(state: DesiredState) -> str:
+def render(state: Planned) -> str:
     lines = []
     for p in state.interfaces:
         lines.append(f"# {p.ifname} {p.mac} {p.eni_id} table {p.table}")
@@ -144,13 +144,6 @@ def test_golden_plan(name: str) -> None:
 def test_two_cards_never_share_a_table() -> None:
     state = plan(SCENARIOS["two_cards"]())
     assert sorted(p.table for p in state.interfaces) == [10001, 10100]
-
-
-def test_duplicate_index_is_refused() -> None:
-    a = (eni("02:00:00:00:02:14"), link("ens6", "02:00:00:00:02:14"))
-    b = (eni("02:00:00:00:02:15", local_ipv4s="10.0.2.30"), link("ens7", "02:00:00:00:02:15"))
-    with pytest.raises(ValueError, match="both claim table 10001"):
-        plan([a, b])
 
 
 def test_secondary_addresses_aggregate_into_blocks() -> None:

@@ -42,8 +42,10 @@ from ec2net.model import (
     IPNetwork,
     Link,
     RouteSpec,
+    RuleSpec,
 )
-from ec2net.plan import plan, plan_interface
+from ec2net.plan import plan_interface
+from tests.unit.planning import plan
 
 # Moderate counts: the whole file runs in a few seconds.
 FEW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -270,7 +272,7 @@ def _apply(cur: Current, delta: Delta) -> Current:
             owned.discard(obj.address.ip)
         elif isinstance(obj, RouteSpec):
             routes.discard(obj)
-        else:
+        elif isinstance(obj, RuleSpec):
             rules.discard(obj)
     for obj in delta.add:
         if isinstance(obj, AddressSpec):
@@ -278,7 +280,7 @@ def _apply(cur: Current, delta: Delta) -> Current:
             owned.add(obj.address.ip)
         elif isinstance(obj, RouteSpec):
             routes.add(obj)
-        else:
+        elif isinstance(obj, RuleSpec):
             rules.add(obj)
     return Current(frozenset(addrs), frozenset(owned), frozenset(routes), frozenset(rules))
 

@@ -27,8 +27,9 @@ from ec2net.model import (
     Scope,
     family_of,
 )
-from ec2net.plan import families_of, plan
+from ec2net.plan import families_of
 from ec2net.render import Files, Renderer, RenderInput, header, is_ours, networkd, nm
+from tests.unit.planning import plan
 from tests.unit.test_plan import SCENARIOS
 
 GOLDEN = Path(__file__).parent / "golden" / "render"

@@ -250,7 +250,7 @@ def test_plan_is_a_dry_run(instance: Instance) -> None:
     assert "add rule pref 25001 from 10.0.2.20/31 lookup 10001" in out
     assert instance.owned_state() == empty
     instance.ec2net("up", "eth1")
-    assert instance.ec2net("plan", "eth1").stdout.strip() == "eth1: unchanged"
+    assert instance.ec2net("plan", "eth1").stdout.strip() == "eth1: nothing to change"
 
 
 def test_status_and_metadata(instance: Instance) -> None:

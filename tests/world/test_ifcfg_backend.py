@@ -398,7 +398,7 @@ def test_ifdown_and_ifup_of_what_ec2net_wrote_match_ec2net(scripts: Scripts) -> 
     assert kernel_state(inst, "eth1")["rules-6"] == applied["rules-6"]
     assert kernel_state(inst, "eth1")["addresses"] == applied["addresses"]
     plan = inst.ec2net("plan", "eth1")
-    assert "unchanged" in plan.stdout, plan.stdout
+    assert "nothing to change" in plan.stdout, plan.stdout
     inst.ec2net("down", "eth1")
     assert not scripts.file("ifcfg-eth1").exists()
     assert kernel_state(inst, "eth1")["rules-4"] == empty["rules-4"]
@@ -548,3 +548,21 @@ def test_dhcp_mode_works_with_the_units_drop_in(scripts: Scripts, tmp_path: Path
     refused = ec2net(shipped["CapabilityBoundingSet"], "up", "eth2")
     assert refused.returncode == 1 and "ifup eth2" in refused.stderr, str(refused)
     assert scripts.host.daemons() == []
+
+
+def test_the_mtu_is_in_the_files_the_scripts_apply(scripts: Scripts) -> None:
+    """interfaces.mtu under the ifcfg backend: ec2net sets it, the files say MTU=, so the
+    scripts' ifup (the next boot) sets the same, and ec2net's down sets back 1500."""
+    inst, f = scripts.inst, scripts.fabric
+    inst.write_config(backend={"name": "ifcfg", "files_root": str(scripts.root)}, mtu=8900)
+    f.attach(SECOND, "eth1")
+    inst.ec2net("up", "eth1")
+    assert "MTU=8900\n" in scripts.file("ifcfg-eth1").read_text()
+    assert " mtu 8900 " in inst.ip("-o", "link", "show", "eth1")
+    scripts.down("eth1")
+    inst.ip("link", "set", "eth1", "mtu", "1500")
+    scripts.up("eth1", render=False)
+    assert " mtu 8900 " in inst.ip("-o", "link", "show", "eth1")
+    assert "nothing to change" in inst.ec2net("plan", "eth1").stdout
+    inst.ec2net("down", "eth1")
+    assert " mtu 1500 " in inst.ip("-o", "link", "show", "eth1")

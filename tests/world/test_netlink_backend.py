@@ -121,7 +121,7 @@ def test_snapshot_counts_one_dump_of_each_kind(ns: str, be: NetlinkBackend) -> N
     dump = be._chan.dump
 
     def counting(req: Any) -> Any:
-        sent.append(int(req["header"]["type"]))
+        sent.append(req.type)
         return dump(req)
 
     be._chan.dump = counting  # type: ignore[method-assign,assignment]

@@ -31,6 +31,7 @@ from ec2net.model import (
     Change,
     ChangeSet,
     Link,
+    MtuSpec,
     Op,
     RouteSpec,
     owns,
@@ -148,7 +149,14 @@ class FileBackend:
             for path in orphans:
                 self._remove(on_disk[path], [path])  # named by MAC: no interface has it
             activations.append(Activation("", (), tuple(orphans)))
-        report = self.activator.activate(activations, changes, self.kernel)
+        try:
+            report = self.activator.activate(activations, changes, self.kernel)
+        except ApplyFailed:
+            # The manager never took these files: remove them, so the next run writes
+            # them again and activates them then (unchanged files are never activated).
+            for act in activations:
+                self._remove(act.ifname, act.written)
+            raise
         if self.kernel.managed:
             cleanup = ChangeSet(tuple(_leftovers(changes, intents)))
             if cleanup:
@@ -182,11 +190,15 @@ def _leftovers(changes: ChangeSet, intents: Sequence[Intent]) -> Iterator[Change
     the rules of a .network file that is gone (they turn foreign, and foreign rules are
     kept, see docs/backends.md); a removed secondary address or its rules may likewise
     stay. Routes of a kept ENI are left to the manager: NetworkManager adds its own to
-    the ENI's table and would add them back."""
+    the ENI's table and would add them back. On removal, the MTU the link had before."""
+    removing = {i.ifname for i in intents if i.plan is None}
     for change in changes.changes:
+        obj = change.obj
+        if isinstance(obj, MtuSpec) and obj.ifname in removing:
+            yield change  # the MTU set back on removal: no file of ours says it any more
+            continue
         if change.op is not Op.DEL:
             continue
-        obj = change.obj
         for intent in intents:
             if isinstance(obj, RouteSpec) and intent.plan is not None:
                 continue

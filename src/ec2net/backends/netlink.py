@@ -41,7 +41,9 @@ from ec2net.model import (
     IPInterface,
     IPNetwork,
     Link,
+    MtuSpec,
     Op,
+    RouteKind,
     RouteSpec,
     RuleSpec,
     Scope,
@@ -56,6 +58,7 @@ _DONE_ON_ADD = frozenset({errno.EEXIST})
 _DONE_ON_DEL = frozenset({errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL})
 
 _SCOPES = frozenset(int(s) for s in Scope)
+_KINDS = frozenset(int(k) for k in RouteKind)
 _CLONE_NEWNET = 0x40000000
 _SIOCETHTOOL = 0x8946
 _ETHTOOL_GDRVINFO = 0x00000003
@@ -119,6 +122,7 @@ class _LinkRow:
     up: bool
     kind: str  # link kind (veth, bridge...), "" for hardware
     master: Optional[int]
+    mtu: int
 
 
 def _collect_router(msg: nb.Message, routers: dict[int, list[ipaddress.IPv6Address]]) -> None:
@@ -173,6 +177,7 @@ class NetlinkBackend:
         for msg in self._chan.dump(nb.link_dump()):
             info = msg.get_attr("IFLA_LINKINFO")
             master = msg.get_attr("IFLA_MASTER")
+            mtu = msg.get_attr("IFLA_MTU")
             out.append(
                 _LinkRow(
                     index=int(msg["index"]),
@@ -181,6 +186,7 @@ class NetlinkBackend:
                     up=bool(int(msg["flags"]) & nb.IFF_UP),
                     kind=str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else "",
                     master=int(master) if master else None,
+                    mtu=int(mtu) if mtu else 0,
                 )
             )
         return out
@@ -224,6 +230,7 @@ class NetlinkBackend:
                 r.up,
                 routers.get(r.index, ()),
                 r.master,
+                r.mtu,
             )
             for r in sorted(rows, key=lambda r: r.index)
         ]
@@ -296,11 +303,13 @@ class NetlinkBackend:
     def _owned_route(
         self, msg: nb.Message, family: Family, names: dict[int, str]
     ) -> Optional[RouteSpec]:
-        if msg["type"] != nb.RTN_UNICAST or msg["scope"] not in _SCOPES:
+        if msg["type"] not in _KINDS or msg["scope"] not in _SCOPES:
             return None
         table = _table(msg)
         if msg["proto"] != RTPROT_EC2NET and not (self.managed and is_eni_table(table)):
             return None  # not ours, or an unfiltered dump (kernel before 4.20)
+        if msg["type"] == RouteKind.LOCAL and msg["proto"] != RTPROT_EC2NET:
+            return None  # the kernel's own local routes
         gw, src, oif = (msg.get_attr(k) for k in ("RTA_GATEWAY", "RTA_PREFSRC", "RTA_OIF"))
         return RouteSpec(
             table=table,
@@ -309,6 +318,7 @@ class NetlinkBackend:
             gateway=ipaddress.ip_address(gw) if gw else None,
             scope=Scope(msg["scope"]),
             src=ipaddress.ip_address(src) if src else None,
+            kind=RouteKind(msg["type"]),
         )
 
     def _owned_rules(self) -> set[RuleSpec]:
@@ -371,6 +381,8 @@ class NetlinkBackend:
                 continue
             if isinstance(obj, AddressSpec):
                 requests.append(nb.address_request(change.op, obj, index))
+            elif isinstance(obj, MtuSpec):
+                requests.append(nb.link_mtu_request(index, obj.mtu))
             else:
                 requests.append(nb.route_request(change.op, obj, index, del_proto))
         answers = iter(self._chan.exchange(requests))

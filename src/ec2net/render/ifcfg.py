@@ -37,9 +37,11 @@ from pathlib import PurePosixPath
 
 from ec2net.model import (
     RTPROT_EC2NET,
+    TABLE_LOCAL,
     TABLE_MAIN,
     AddressSpec,
     Family,
+    RouteKind,
     RouteSpec,
     RuleSpec,
 )
@@ -88,6 +90,8 @@ def _ifcfg(inp: RenderInput) -> str:
         "PEERDNS=no",
         "NOZEROCONF=yes",
     ]
+    if inp.plan.mtu is not None:
+        out.append(f"MTU={inp.plan.mtu}")
     v4 = _static_v4(inp)
     if inp.dhcp:
         out += ["BOOTPROTO=dhcp", "PERSISTENT_DHCLIENT=yes"]
@@ -133,9 +137,12 @@ def _dst(route: RouteSpec) -> str:
 def route_line(route: RouteSpec) -> str:
     """Arguments of `ip route add` for one planned route."""
     parts = [_dst(route)]
+    if route.kind is RouteKind.LOCAL:
+        parts.insert(0, "local")
     if route.gateway is not None:
         parts.append(f"via {route.gateway}")
-    parts.append(f"dev {route.ifname} table {route.table} proto {RTPROT_EC2NET}")
+    table = "local" if route.table == TABLE_LOCAL else str(route.table)
+    parts.append(f"dev {route.ifname} table {table} proto {RTPROT_EC2NET}")
     scope = explicit_scope(route)
     if scope is not None:
         parts.append(f"scope {SCOPE_NAMES[scope]}")

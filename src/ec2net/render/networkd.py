@@ -34,7 +34,15 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from ec2net.model import RTPROT_EC2NET, TABLE_MAIN, Family, RouteSpec, RuleSpec
+from ec2net.model import (
+    RTPROT_EC2NET,
+    TABLE_LOCAL,
+    TABLE_MAIN,
+    Family,
+    RouteKind,
+    RouteSpec,
+    RuleSpec,
+)
 from ec2net.render import (
     SCOPE_NAMES,
     Files,
@@ -56,7 +64,7 @@ def render(inp: RenderInput) -> Files:
     has_v6 = Family.V6 in families(inp)
     sections: list[Section] = [
         ("Match", [("MACAddress", inp.plan.mac)]),
-        ("Link", [("RequiredForOnline", "no")]),
+        ("Link", [("RequiredForOnline", "no"), *_mtu(inp)]),
         (
             "Network",
             [
@@ -83,8 +91,14 @@ def render(inp: RenderInput) -> Files:
     return {DIR / f"00-ec2net-{inp.plan.ifname}.network": header(inp) + "\n" + body}
 
 
+def _mtu(inp: RenderInput) -> list[tuple[str, str]]:
+    return [("MTUBytes", str(inp.plan.mtu))] if inp.plan.mtu is not None else []
+
+
 def _route(route: RouteSpec) -> list[tuple[str, str]]:
     out = [("Destination", str(route.dst))]
+    if route.kind is RouteKind.LOCAL:
+        out.append(("Type", "local"))
     if route.gateway is not None:
         out += [("Gateway", str(route.gateway)), ("GatewayOnLink", "yes")]
     scope = explicit_scope(route)
@@ -92,7 +106,8 @@ def _route(route: RouteSpec) -> list[tuple[str, str]]:
         out.append(("Scope", SCOPE_NAMES[scope]))
     if route.src is not None:
         out.append(("PreferredSource", str(route.src)))
-    out += [("Table", str(route.table)), ("Protocol", str(RTPROT_EC2NET))]
+    table = "local" if route.table == TABLE_LOCAL else str(route.table)
+    out += [("Table", table), ("Protocol", str(RTPROT_EC2NET))]
     return out
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import uuid
 from pathlib import PurePosixPath
 
-from ec2net.model import Family, RouteSpec, RuleSpec
+from ec2net.model import Family, RouteKind, RouteSpec, RuleSpec
 from ec2net.render import (
     Files,
     RenderInput,
@@ -78,7 +78,7 @@ def render(inp: RenderInput) -> Files:
                 ("autoconnect-priority", "100"),
             ],
         ),
-        ("ethernet", [("mac-address", inp.plan.mac.upper())]),
+        ("ethernet", [("mac-address", inp.plan.mac.upper()), *_mtu(inp)]),
         ("ipv4", _ip(inp, Family.V4)),
         ("ipv6", _ip(inp, Family.V6)),
     ]
@@ -114,6 +114,10 @@ def _ip(inp: RenderInput, family: Family) -> Items:
     return out
 
 
+def _mtu(inp: RenderInput) -> Items:
+    return [("mtu", str(inp.plan.mtu))] if inp.plan.mtu is not None else []
+
+
 def _route(route: RouteSpec) -> str:
     return str(route.dst) + (f",{route.gateway}" if route.gateway is not None else "")
 
@@ -127,6 +131,8 @@ def _route_options(route: RouteSpec) -> str:
         opts["scope"] = str(int(scope))
     if route.src is not None:
         opts["src"] = str(route.src)
+    if route.kind is RouteKind.LOCAL:
+        opts["type"] = "local"
     return ",".join(f"{k}={v}" for k, v in sorted(opts.items()))
 
 
