@@ -3,7 +3,8 @@ simulated VPC (dual-stack, IPv6-only subnet; tests/system's scenarios, systest/s
 
 Run as root: `.venv/bin/python benchmarks/bench_system.py [--hotplugs 5] [--json FILE]
 [--tools ...] [--trace]`. Columns: ec2net on Debian 12 and 13, each with networkd and
-NetworkManager (installed from the current tree), Debian's packaged AWS tool (2.3.0 on
+NetworkManager, and on Debian 12 with RHEL 7's network-scripts (systest/rhel_guest.py)
+(installed from the current tree), Debian's packaged AWS tool (2.3.0 on
 12, 2.4.1 on 13) and AWS's release 2.7.4 from its own `make install` (EC2NET_SYSTEST_PEER,
 see systest/peer.py) on networkd guests. Per column: one guest, two extra ENIs present at
 boot, N hot-plug/unplug rounds of a dual-stack ENI (three IPv4, one IPv6) in another

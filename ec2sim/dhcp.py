@@ -55,6 +55,8 @@ class Dnsmasq:
         ]
         if self.ra:
             lines.append("enable-ra")
+        if self.world.mtu is not None:
+            lines.append(f"dhcp-option=option:mtu,{self.world.mtu}")
         for s in self.world.subnets.values():
             if self.dhcp and s.cidr4 is not None:
                 mask = s.cidr4.netmask

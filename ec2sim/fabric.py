@@ -68,10 +68,12 @@ from ec2sim.probe import ECHO_PORT, EchoServer, probe
 from ec2sim.world import Eni, IPv4Net, IPv6Net, Subnet, World, default_world
 
 
-def tap_port_lines(port: Port, nets: Sequence[Union[IPv4Net, IPv6Net]]) -> list[str]:
+def tap_port_lines(
+    port: Port, nets: Sequence[Union[IPv4Net, IPv6Net]], mtu: Optional[int] = None
+) -> list[str]:
     """A router port that is a tap for a VM: `port_lines` programming (addresses,
     routes), with a tap instead of the veth pair and nothing moved anywhere."""
-    lines = port_lines(port, "-", "-", nets)
+    lines = port_lines(port, "-", "-", nets, mtu)
     # port_lines creates the pair first and moves the far end last; a tap has no far end
     assert lines[0].startswith("link add ") and lines[-1].startswith("link set dev t")
     return [f"tuntap add dev {port.name} mode tap", *lines[1:-1]]
@@ -189,7 +191,7 @@ class Fabric:
         for host in (client, peer):
             mac = random_mac(self.ports)
             port = self._new_port(mac, self.world.subnets[host.subnet_id], host.ns)
-            router += port_lines(port, host.ns, "eth0", host_nets(host))
+            router += port_lines(port, host.ns, "eth0", host_nets(host), w.mtu)
         router += self._proxy_lines()
         ip_batch(self.router_ns, router)
         write_sysctls(self.router_ns, port_sysctls(*(p.name for p in self.ports.values())))
@@ -272,8 +274,8 @@ class Fabric:
         self, port: Port, ifname: str, nets: Sequence[Union[IPv4Net, IPv6Net]]
     ) -> list[str]:
         if self.taps:
-            return tap_port_lines(port, nets)
-        return port_lines(port, self.instance_ns, ifname, nets)
+            return tap_port_lines(port, nets, self.world.mtu)
+        return port_lines(port, self.instance_ns, ifname, nets, self.world.mtu)
 
     def tap_of(self, mac: str) -> str:
         """Tap mode: the tap device (in the router namespace) of an attached ENI."""

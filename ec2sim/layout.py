@@ -147,14 +147,21 @@ def random_mac(taken: Iterable[str]) -> str:
 
 
 def port_lines(
-    port: Port, far_ns: str, far_name: str, nets: Iterable[Union[IPv4Net, IPv6Net]]
+    port: Port,
+    far_ns: str,
+    far_name: str,
+    nets: Iterable[Union[IPv4Net, IPv6Net]],
+    mtu: Optional[int] = None,
 ) -> list[str]:
     """Create the pair in the router, program the port, THEN move the far end in: it
     appears in `far_ns` already named, with its final MAC, DOWN and unaddressed, and the
-    router already routes its addresses (a real NIC appears the same way)."""
+    router already routes its addresses (a real NIC appears the same way). `mtu` is the
+    router port's (the far end keeps the driver's default, as a real NIC does)."""
     tmp = f"t{port.name}"
     s = port.subnet
     lines = [f"link add {port.name} type veth peer name {tmp} address {port.mac}"]
+    if mtu is not None:
+        lines.append(f"link set {port.name} mtu {mtu}")
     if s.cidr4 is not None:
         lines.append(f"addr add {s.gateway4}/{s.cidr4.prefixlen} dev {port.name} noprefixroute")
     lines.append(f"addr add {ROUTER_LL}/64 dev {port.name} nodad")
@@ -247,6 +254,8 @@ def boot_lines(world: World, eni: Eni) -> list[str]:
 def host_lines(world: World, host: Host) -> list[str]:
     s = world.subnets[host.subnet_id]
     lines = ["link set lo up", "link set eth0 up"]
+    if world.mtu is not None:
+        lines.append(f"link set eth0 mtu {world.mtu}")
     if host.ipv4 is not None and s.cidr4 is not None:
         lines += [
             f"addr add {host.ipv4}/{s.cidr4.prefixlen} dev eth0",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+import struct
 import threading
 from typing import Optional, Union
 
@@ -131,3 +132,32 @@ def echoes(sock: socket.socket, payload: bytes) -> bool:
         return got == payload
     except OSError:
         return False
+
+
+def transfer(ns: str, addr: AnyAddr, payload: bytes, port: int = ECHO_PORT) -> tuple[bool, int]:
+    """Send `payload` from namespace `ns` to the echo service at `addr` and read it back:
+    (echoed intact, the connection's send MSS). The MSS says which MTU the path carried:
+    above 8000 only if every link and the far end's NIC run jumbo frames."""
+    ip = ipaddress.ip_address(str(addr))
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+
+    def connect() -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect((str(ip), port))
+        return sock
+
+    with run_in_netns(ns, connect) as sock:
+        # the echo comes back while we send: read it concurrently or both sides block
+        sender = threading.Thread(target=sock.sendall, args=(payload,), daemon=True)
+        sender.start()
+        got = bytearray()
+        while len(got) < len(payload):
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                break
+            got += chunk
+        sender.join(timeout=10)
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        snd_mss = struct.unpack_from("I", info, 16)[0]  # struct tcp_info: tcpi_snd_mss
+    return bytes(got) == payload, snd_mss

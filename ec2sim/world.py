@@ -88,6 +88,10 @@ class World:
     compress_ipv6_subnets: bool = True  # False: serve `2600:1f16:0:0:0:0:0:0/64` forms
     propagation_delay: float = 0.0  # seconds over which a new attachment fills in
     stale_after_detach: float = 0.0  # seconds a detached ENI stays listed
+    # The VPC's link MTU (9001 in EC2): the router's ports and the hosts' links run with
+    # it and DHCP announces it (option 26); an instance's NIC starts at the driver's 1500
+    # like a real one. None: every link stays at the kernel's 1500.
+    mtu: Optional[int] = None
     faults: Faults = field(default_factory=Faults)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 

@@ -22,6 +22,10 @@ Name={PRIMARY_IFNAME} eth0
 
 [Network]
 DHCP=yes
+
+[DHCPv4]
+# as EC2's images do: the VPC's MTU (9001) comes with the lease (option 26)
+UseMTU=yes
 """
 
 NM_PRIMARY = f"""\

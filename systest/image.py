@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from systest import peer
+from systest import peer, rhel_guest
 from systest.aptsource import SUITES, apt_mirror
 from systest.guest_files import (
     AGENT_GUEST_PATH,
@@ -79,12 +79,23 @@ FLAVOUR_PACKAGES: dict[str, tuple[str, ...]] = {
     "nm": ("network-manager",),
     "aws": ("amazon-ec2-net-utils", "systemd-resolved"),
     "aws274": ("curl", "systemd-resolved"),
+    "ifcfg": rhel_guest.PACKAGES,
 }
 # The network manager each flavour runs.
-FLAVOUR_MANAGER = {"networkd": "networkd", "nm": "nm", "aws": "networkd", "aws274": "networkd"}
+FLAVOUR_MANAGER = {
+    "networkd": "networkd",
+    "nm": "nm",
+    "aws": "networkd",
+    "aws274": "networkd",
+    "ifcfg": "ifcfg",
+}
 VARIANTS = tuple(f"{suite}-{flavour}" for suite in SUITES for flavour in FLAVOUR_PACKAGES)
 # Where ec2net runs in the system tier: both releases, both managers.
-EC2NET_VARIANTS = tuple(f"{suite}-{m}" for suite in SUITES for m in ("networkd", "nm"))
+# and RHEL 7's network-scripts on Debian 12 (rhel_guest.py), the original's platform.
+EC2NET_VARIANTS = (
+    *(f"{suite}-{m}" for suite in SUITES for m in ("networkd", "nm")),
+    "bookworm-ifcfg",
+)
 
 
 def split_variant(variant: str) -> tuple[str, str]:
@@ -316,6 +327,11 @@ def variant_key(variant: str) -> str:
         _agent_source().read_text(),
         _tools_source().read_text(),
         *([peer.tree_digest(peer.peer_dir())] if flavour == "aws274" else []),
+        *(
+            [Path(rhel_guest.__file__).read_text(), rhel_guest.scripts_digest()]
+            if flavour == "ifcfg"
+            else []
+        ),
     )
 
 
@@ -378,6 +394,10 @@ def _configure(root: Path, variant: str, key: str, log_file: Path) -> None:
     if FLAVOUR_MANAGER[flavour] == "networkd":
         _write(root, "etc/systemd/network/10-systest-primary.network", NETWORKD_PRIMARY)
         _chroot(root, ["systemctl", "enable", "systemd-networkd.service"], log_file)
+    elif flavour == "ifcfg":
+        rhel_guest.install(root)
+        _chroot(root, ["systemctl", "enable", rhel_guest.UNIT], log_file)
+        _chroot(root, ["systemctl", "disable", "systemd-networkd.service"], log_file)
     elif flavour == "nm":
         _write(root, "etc/NetworkManager/system-connections/primary.nmconnection", NM_PRIMARY)
         os.chmod(root / "etc/NetworkManager/system-connections/primary.nmconnection", 0o600)

@@ -13,8 +13,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from systest.agent import Agent
 
@@ -55,23 +57,35 @@ class Package:
     path: Path
 
 
-def config_toml(refresh_interval: float, backend: str = "auto") -> str:
+def config_toml(
+    refresh_interval: float,
+    backend: str = "auto",
+    mtu_overrides: Optional[Mapping[str, int]] = None,
+) -> str:
     drivers = ", ".join(f'"{d}"' for d in DRIVERS)
-    # backend normally stays at its default (auto): the guest's network manager decides.
+    overrides = ", ".join(f'"{k}" = {v}' for k, v in (mtu_overrides or {}).items())
+    # backend normally stays at its default (auto): the guest's network manager decides;
+    # interfaces.mtu too ("auto": the primary's, which DHCP set).
     return (
         "# written by the system tests\n"
-        f"[interfaces]\ndrivers = [{drivers}]\n\n"
+        f"[interfaces]\ndrivers = [{drivers}]\nmtu_overrides = {{ {overrides} }}\n\n"
         f"[refresh]\ninterval = {refresh_interval:g}\n\n"
         f'[backend]\nname = "{backend}"\n'
     )
 
 
 def switch_backend(
-    agent: Agent, package: Package, backend: str, refresh_interval: float = 5.0
+    agent: Agent,
+    package: Package,
+    backend: str,
+    refresh_interval: float = 5.0,
+    mtu_overrides: Optional[Mapping[str, int]] = None,
 ) -> None:
     """Set backend.name, re-render the udev rule (its ID_NET_MANAGED_BY line depends on
     it) and restart the daemon, as an operator changing the setting would."""
-    agent.write_file("/etc/ec2net/ec2net.toml", config_toml(refresh_interval, backend))
+    agent.write_file(
+        "/etc/ec2net/ec2net.toml", config_toml(refresh_interval, backend, mtu_overrides)
+    )
     argv = ["--udev-override"] if package.kind == "deb" else []
     agent.run(["ec2net", "install-system-files", *argv], timeout=300, check=True)
     agent.run(["udevadm", "control", "--reload"], timeout=120, check=True)
@@ -144,7 +158,12 @@ def package_for(tree: Path, out_dir: Path) -> Package:
     return Package("deb", build_deb(tree, out_dir))
 
 
-def install_ec2net(agent: Agent, package: Package, refresh_interval: float = 5.0) -> None:
+def install_ec2net(
+    agent: Agent,
+    package: Package,
+    refresh_interval: float = 5.0,
+    mtu_overrides: Optional[Mapping[str, int]] = None,
+) -> None:
     """Install `package` in the guest and enable ec2net's boot and watch units.
 
     The units are enabled, not started: the caller reboots (or hot-plugs) next, as an
@@ -156,7 +175,9 @@ def install_ec2net(agent: Agent, package: Package, refresh_interval: float = 5.0
         agent.run(["dpkg", "-i", guest_pkg], timeout=300, check=True)
     else:
         agent.run(["python3", "-c", _UNPACK, guest_pkg], timeout=300, check=True)
-    agent.write_file("/etc/ec2net/ec2net.toml", config_toml(refresh_interval))
+    agent.write_file(
+        "/etc/ec2net/ec2net.toml", config_toml(refresh_interval, mtu_overrides=mtu_overrides)
+    )
     # Rendered after the config: the udev rule's driver match comes from it (virtio_net).
     # The package ships units and rule; an operator then overrides only the rule in /etc.
     if package.kind == "deb":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Optional
 
+from ec2sim import probe
 from ec2sim.fabric import Fabric
 from ec2sim.netns import cleanup_orphans, proc_start_time, write_sysctls
 from ec2sim.world import Eni, Subnet, World
@@ -58,16 +60,18 @@ def _v6(*addrs: str) -> list[ipaddress.IPv6Address]:
 
 
 VPC6 = "2600:1f16:292"
+# A VPC's links run jumbo frames and DHCP says so; the guest's NICs start at 1500.
+VPC_MTU = 9001
 IPV6_ONLY_SUBNET = "subnet-d6"
 
 
 def system_world() -> World:
-    """Dual-stack VPC for the guest (10.0.0.0/16, 2600:1f16:292::/56): the primary
-    (10.0.1.10, ::10) in subnet-a; an ENI in subnet-b with two secondary IPv4 and one
-    IPv6 (device 1); an ENI in the primary's subnet with one secondary IPv4 and one IPv6
-    (device 2). subnet-d6 is IPv6-only (hot-plugged IPv6-only ENIs go there). The
-    client lives in subnet-c, the peer in subnet-a. Both extra ENIs are kept aside by
-    the fabric until attached."""
+    """Dual-stack VPC for the guest (10.0.0.0/16, 2600:1f16:292::/56, links at 9001):
+    the primary (10.0.1.10, ::10) in subnet-a; an ENI in subnet-b with two secondary
+    IPv4 and one IPv6 (device 1); an ENI in the primary's subnet with one secondary
+    IPv4 and one IPv6 (device 2). subnet-d6 is IPv6-only (hot-plugged IPv6-only ENIs go
+    there). The client lives in subnet-c, the peer in subnet-a. Both extra ENIs are kept
+    aside by the fabric until attached."""
     subnets = {
         s: Subnet(
             s,
@@ -112,6 +116,7 @@ def system_world() -> World:
         enis={e.mac: e for e in enis},
         primary_mac=PRIMARY_MAC,
         instance_type="m6i.xlarge",  # Nitro, like the guest's NIC naming
+        mtu=VPC_MTU,
     )
 
 
@@ -317,7 +322,22 @@ class VpcGuest:
             t.join()
         return [f"{a} from {n}" for i, (n, _, a) in enumerate(pairs) if not ok.get(i)]
 
+    def transfer(self, addr: str, size: int = 4 << 20) -> tuple[bool, int]:
+        """`size` random bytes from the client through the check to the guest's echo
+        service at `addr` and back: (intact, the client's send MSS, which says what MTU
+        the path and the guest's NIC carried)."""
+        return probe.transfer(self.fabric.client_ns, addr, os.urandom(size), ECHO_PORT)
+
     # ------------------------------------------------------------ inside the guest
+
+    def link_mtus(self) -> dict[str, int]:
+        """The MTU of each of the guest's links, by MAC address."""
+        out = self.agent.run(["ip", "-j", "link", "show"], timeout=60, check=True).stdout
+        return {
+            str(link["address"]): int(link["mtu"])
+            for link in json.loads(out)
+            if link.get("link_type") == "ether"
+        }
 
     def tools(self, *args: str, timeout: float = 120.0) -> str:
         argv = ["python3", GUEST_TOOLS_PATH, *args]

@@ -24,13 +24,24 @@ import pytest
 
 from systest import harness, install, scenarios
 from systest.image import EC2NET_VARIANTS, ensure_image, manager_of
-from systest.vpc import IPV6_ONLY_SUBNET, OTHER_SUBNET_MAC, VpcGuest
+from systest.vpc import (
+    IPV6_ONLY_SUBNET,
+    OTHER_SUBNET_MAC,
+    PRIMARY_MAC,
+    SAME_SUBNET_MAC,
+    VPC6,
+    VPC_MTU,
+    VpcGuest,
+)
 
 pytestmark = pytest.mark.system
 
 REFRESH_INTERVAL = 5.0  # the guest's refresh.interval: secondary IPs within seconds
 REACH_TIMEOUT = 120.0  # generous: TCG on two shared cores
 UNITS = ("ec2net*",)
+# interfaces.mtu stays "auto" (the primary's, from DHCP); one ENI has an override.
+OVERRIDE_MTU = 8900
+MTU_OVERRIDES = {SAME_SUBNET_MAC: OVERRIDE_MTU}
 
 
 def _ms(seconds: Optional[float]) -> str:
@@ -63,7 +74,7 @@ def guest(
 @pytest.fixture(scope="module")
 def booted_with_enis(guest: VpcGuest, ec2net_package: install.Package) -> scenarios.BootWithEnis:
     def installer(g: VpcGuest) -> None:
-        install.install_ec2net(g.agent, ec2net_package, refresh_interval=REFRESH_INTERVAL)
+        install.install_ec2net(g.agent, ec2net_package, REFRESH_INTERVAL, MTU_OVERRIDES)
 
     return scenarios.boot_with_enis(guest, installer, REACH_TIMEOUT)
 
@@ -90,6 +101,14 @@ def test_boot_with_two_extra_enis(
     status = json.loads(guest.agent.run(["ec2net", "status", "--json"], timeout=60).stdout)
     assert len(status) == 2 and {row["backend"] for row in status} == {_manager(guest)}, status
     assert all(row["state"] == "ok" for row in status), status
+    # interfaces.mtu through the guest's manager: "auto" is the primary's MTU, which DHCP
+    # set to the VPC's; the override wins for its ENI; jumbo segments cross the check.
+    mtus = guest.link_mtus()
+    got = (mtus[PRIMARY_MAC], mtus[OTHER_SUBNET_MAC], mtus[SAME_SUBNET_MAC])
+    assert got == (VPC_MTU, VPC_MTU, OVERRIDE_MTU), mtus
+    for addr in ("10.0.2.21", f"{VPC6}:2::20"):
+        intact, mss = guest.transfer(addr)
+        assert intact and mss > 8000, (addr, intact, mss)
 
 
 def test_hotplug_and_unplug(guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis) -> None:
@@ -108,6 +127,9 @@ def test_hotplug_and_unplug(guest: VpcGuest, booted_with_enis: scenarios.BootWit
         state = _unit_state(guest, unit, "active")
         if state != "active":
             problems.append(f"{unit} is {state} after hot-plug (udev rule)")
+        mtu = guest.link_mtus().get(plugged.eni.mac)
+        if mtu != VPC_MTU:
+            problems.append(f"{plugged.ifname}: MTU {mtu}, not the primary's {VPC_MTU}")
         scenarios.unplug_and_check(guest, plugged, r)
         state = _unit_state(guest, unit, "inactive")
         if state != "inactive":
@@ -235,7 +257,7 @@ def test_netlink_backend_left_alone_by_networkd(
     guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis, ec2net_package: install.Package
 ) -> None:
     def switch(g: VpcGuest) -> None:
-        install.switch_backend(g.agent, ec2net_package, "netlink", REFRESH_INTERVAL)
+        install.switch_backend(g.agent, ec2net_package, "netlink", REFRESH_INTERVAL, MTU_OVERRIDES)
 
     r = scenarios.netlink_under_networkd(guest, switch, REACH_TIMEOUT)
     print(

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import socket
-import struct
-import threading
 
-from ec2sim.netns import run_in_netns
+from ec2sim import probe
 from tests.world.conftest import Instance
 
 SECOND = "02:00:0a:00:02:14"  # default world: subnet-b, 10.0.2.20-22, 2600:1f16:292:2::20
@@ -34,32 +31,8 @@ def link_mtu(instance: Instance, ifname: str) -> int:
 
 
 def transfer(instance: Instance, addr: str) -> tuple[bool, int]:
-    """Send PAYLOAD to the echo service at `addr` from the client; (echoed intact,
-    the connection's send MSS)."""
-    f = instance.fabric
-    ip = ipaddress.ip_address(addr)
-    fam = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-
-    def connect() -> socket.socket:
-        s = socket.socket(fam, socket.SOCK_STREAM)
-        s.settimeout(10)
-        s.connect((addr, f.echo_port))
-        return s
-
-    sock = run_in_netns(f.client_ns, connect)
-    with sock:
-        sender = threading.Thread(target=sock.sendall, args=(PAYLOAD,), daemon=True)
-        sender.start()
-        got = bytearray()
-        while len(got) < len(PAYLOAD):
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                break
-            got += chunk
-        sender.join(timeout=10)
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-        snd_mss = struct.unpack_from("I", info, 16)[0]  # tcpi_snd_mss
-    return bytes(got) == PAYLOAD, snd_mss
+    """PAYLOAD from the client to the echo service at `addr`: (intact, send MSS)."""
+    return probe.transfer(instance.fabric.client_ns, addr, PAYLOAD, instance.fabric.echo_port)
 
 
 def test_auto_takes_the_primarys_mtu_and_a_jumbo_path_carries_a_large_transfer(
