@@ -91,6 +91,14 @@ def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
 
     s = verb("up", "Configure one ENI: addresses, its route table and policy rules.")
     s.add_argument("iface", metavar="IFACE", help="interface name, e.g. ens6")
+    s.add_argument(
+        "--fresh-within",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="nothing to do if ec2net configured this very link (same ifindex) within "
+        "SECONDS: another trigger (the watch daemon) just did, so IMDS is not read again",
+    )
     s = verb(
         "down",
         "Remove everything ec2net configured for an interface (also after the device is gone).",
@@ -229,8 +237,15 @@ def _result_lines(r: Any, dry_run: bool) -> list[str]:
     ]
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text}: seconds from 0 to 3600")
+    return value
+
+
 def _cmd_up(ctx: _Context, args: argparse.Namespace) -> int:
-    _print_results([ctx.engine().up(args.iface)])
+    _print_results([ctx.engine().up(args.iface, fresh_within=args.fresh_within)])
     return EXIT_OK
 
 

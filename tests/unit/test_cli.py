@@ -58,6 +58,8 @@ USAGE = [
     (["down"], "the following arguments are required: IFACE"),
     (["plan"], "the following arguments are required: IFACE"),
     (["up", "eth1", "eth2"], "unrecognized arguments: eth2"),
+    (["up", "--fresh-within", "-1", "eth1"], "--fresh-within: -1: seconds from 0 to 3600"),
+    (["up", "--fresh-within", "soon", "eth1"], "--fresh-within: invalid _seconds value"),
     (["scan", "eth1"], "unrecognized arguments: eth1"),
     (["refresh", "eth1", "eth2"], "unrecognized arguments: eth2"),
     (["--json", "status"], "--json is an option of plan, status: put it after the command"),
@@ -104,7 +106,7 @@ def test_help_and_version_exit_0(env: Path, capsys: pytest.CaptureFixture[str]) 
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("ec2net ")
     assert cli.ec2ifup(["--help"]) == 0
-    assert capsys.readouterr().out.startswith("usage: ec2ifup [-h] IFACE")
+    assert capsys.readouterr().out.startswith("usage: ec2ifup [-h] [--fresh-within SECONDS] IFACE")
 
 
 def test_python_m_ec2net_exits_2(env: Path) -> None:
@@ -185,8 +187,9 @@ class FakeEngine:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
 
-    def up(self, ifname: str, dry_run: bool = False) -> FakeResult:
+    def up(self, ifname: str, dry_run: bool = False, fresh_within: float = 0.0) -> FakeResult:
         self.calls.append(("up", dry_run))
+        self.fresh_within = fresh_within
         if ifname == "eth1":
             return FakeResult("eth1", "configured", (Change(Op.ADD, ADDR), Change(Op.DEL, RULE)))
         if ifname == "eth2":
@@ -229,6 +232,15 @@ def test_plan_json(engine: FakeEngine, capsys: pytest.CaptureFixture[str]) -> No
     out = json.loads("\n".join(run(capsys, "plan", "eth1", "--json")))
     assert out[0]["interface"] == "eth1" and out[0]["action"] == "configured"
     assert out[0]["changes"][0] == "add address 10.0.2.20/24 dev eth1 noprefixroute"
+
+
+def test_up_passes_fresh_within_to_the_engine(
+    engine: FakeEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "up", "eth2")
+    assert engine.fresh_within == 0.0  # by hand: always read IMDS
+    run(capsys, "up", "--fresh-within", "10", "eth2")
+    assert engine.fresh_within == 10.0  # what ec2net@.service passes
 
 
 def test_up_down_scan_print_each_result_once(

@@ -70,6 +70,25 @@ def test_up_records_what_it_added(tmp_path: Path, kernel: FakeKernel, imds: Fake
     assert again.action is Action.UNCHANGED and not again.changes
 
 
+def test_fresh_within_spares_imds_for_that_very_link_only(
+    tmp_path: Path, kernel: FakeKernel, imds: FakeImds
+) -> None:
+    engine(kernel, imds, tmp_path).up("eth1")  # the daemon, a moment before the unit
+    before = imds.requests
+    r = engine(kernel, imds, tmp_path).up("eth1", fresh_within=10)
+    assert r.action is Action.UNCHANGED and imds.requests == before
+    # without it (an operator's `ec2net up`) IMDS is read again
+    engine(kernel, imds, tmp_path).up("eth1")
+    assert imds.requests > before
+    # the same MAC on a new link (unplugged, plugged again): the record is not for it
+    kernel.unplug("eth1")
+    kernel.plug("eth1", MAC1, 9)
+    before = imds.requests
+    r = engine(kernel, imds, tmp_path).up("eth1", fresh_within=10)
+    assert imds.requests > before and r.action is Action.CONFIGURED
+    assert "address 10.0.2.21/32 dev eth1 noprefixroute" in ours(kernel)[0]
+
+
 def test_one_snapshot_per_converge_plus_verify(
     tmp_path: Path, kernel: FakeKernel, imds: FakeImds
 ) -> None:
