@@ -137,6 +137,20 @@ class Engine:
                 return self._one(Want(link.mac, None, record), dry_run)
             return self._one(self.want(eni, record), dry_run)
 
+    def reconverge(self, ifname: str) -> Result:
+        """Converge a configured ENI again from what its record knows, without IMDS: the
+        kernel side changed (the link's IPv6 router), IMDS did not. An ENI without a
+        usable record is left to `up`."""
+        link = next((ln for ln in self.backend.links() if ln.name == ifname), None)
+        if link is None:
+            raise InterfaceGone(f"{ifname}: no such interface")
+        with self._locked([link.mac]):
+            record = self.store.load(link.mac)
+            eni = record.eni() if record is not None else None
+            if record is None or eni is None or record.ifindex != link.index:
+                return Result(ifname, Action.UNCHANGED, detail="not configured on this link")
+            return self._one(self.want(eni, record), dry_run=False)
+
     def down(self, ifname: str, *, dry_run: bool = False) -> Result:
         links = {ln.mac: ln for ln in self.backend.links()}
         live = next((ln for ln in links.values() if ln.name == ifname), None)

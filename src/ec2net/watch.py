@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 from ec2net import cancel, metrics
 from ec2net import config as config_mod
 from ec2net.backends import open_backend
-from ec2net.backends.netlink_events import LinkEvent, LinkEvents, Resync
+from ec2net.backends.netlink_events import LinkChange, LinkEvent, LinkEvents, Resync, RouterEvent
 from ec2net.config import Settings
 from ec2net.engine import Engine
 from ec2net.errors import (
@@ -70,6 +70,7 @@ class Daemon:
         self.jobs: dict[str, Future[None]] = {}
         self.pending: dict[str, tuple[JobKind, Callable[[Engine], object]]] = {}
         self.known: dict[int, tuple[str, str]] = {}  # ifindex -> (name, mac)
+        self.routers: dict[int, frozenset[str]] = {}  # ifindex -> its RA routers
         self.refresh_rounds: dict[str, int] = {}  # mac -> refreshes so far
         self.stopping = False
         self.reload_requested = False
@@ -168,6 +169,7 @@ class Daemon:
             with self._retry_lock:
                 self.retries.pop(ev.index, None)
             old = self.known.pop(ev.index, None)
+            self.routers.pop(ev.index, None)
             mac = old[1] if old else ev.mac
             if mac and self.store.load(mac) is not None:
                 self.submit(f"mac {mac}", lambda e: e.down_mac(mac), JobKind.DOWN)
@@ -177,6 +179,21 @@ class Daemon:
         if seen == (ev.name, ev.mac):
             return  # a flag or carrier change on a link we know: nothing to do
         self._submit_up(ev.index, ev.mac)
+
+    def on_router(self, ev: RouterEvent) -> None:
+        """A link's RA router came or went: its ENI's IPv6 table routes follow now, not
+        at the next refresh (an ENI configured before the first RA uses fe80:ec2::1).
+        From the record, without IMDS; a router re-announced unchanged does nothing."""
+        before = self.routers.get(ev.index, frozenset())
+        after = before | {ev.gateway} if ev.kind is LinkChange.NEW else before - {ev.gateway}
+        self.routers[ev.index] = after
+        known = self.known.get(ev.index)
+        if after == before or known is None:
+            return
+        name, mac = known
+        # also without a record yet: queued behind an `up` still running for this ENI,
+        # which may have read the link before the router came
+        self.submit(f"mac {mac}", lambda e: e.reconverge(name), JobKind.UP)
 
     def _submit_up(self, index: int, mac: str) -> None:
         def up(engine: Engine) -> None:
@@ -300,6 +317,8 @@ class Daemon:
                     if isinstance(ev, Resync):
                         log.warning("link events were lost; re-reading all links")
                         self.resync()
+                    elif isinstance(ev, RouterEvent):
+                        self.on_router(ev)
                     else:
                         self.on_event(ev)
             self._reap()

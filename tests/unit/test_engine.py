@@ -89,6 +89,23 @@ def test_fresh_within_spares_imds_for_that_very_link_only(
     assert "address 10.0.2.21/32 dev eth1 noprefixroute" in ours(kernel)[0]
 
 
+def test_reconverge_works_from_the_record_without_imds(
+    tmp_path: Path, kernel: FakeKernel, imds: FakeImds
+) -> None:
+    e = engine(kernel, imds, tmp_path)
+    e.up("eth1")
+    kernel.routes = {r for r in kernel.routes if r.dst.version == 4}  # lost its IPv6 table
+    before = imds.requests
+    r = e.reconverge("eth1")
+    assert r.action is Action.CONFIGURED and imds.requests == before
+    assert ours(kernel) == clean_state(tmp_path, kernel, imds, "up")
+    before = imds.requests
+    # a record of the same MAC on an earlier link is not this link's: left to `up`
+    kernel.unplug("eth1")
+    kernel.plug("eth1", MAC1, 9)
+    assert e.reconverge("eth1").action is Action.UNCHANGED and imds.requests == before
+
+
 def test_one_snapshot_per_converge_plus_verify(
     tmp_path: Path, kernel: FakeKernel, imds: FakeImds
 ) -> None:

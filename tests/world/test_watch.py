@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import shutil
 import signal
@@ -70,9 +71,11 @@ class Daemon:
         return seen
 
 
-@pytest.fixture
-def daemon(instance: Instance) -> Iterator[Daemon]:
-    text = instance.config.read_text().replace("[imds]", "[refresh]\ninterval = 1\n[imds]")
+@contextlib.contextmanager
+def running_daemon(instance: Instance, interval: float) -> Iterator[Daemon]:
+    text = instance.config.read_text().replace(
+        "[imds]", f"[refresh]\ninterval = {interval:g}\n[imds]"
+    )
     instance.config.write_text(text)
     # A short path of our own: AF_UNIX paths are limited to 107 bytes. Path sockets
     # live in the file system, so the daemon reaches it from its network namespace.
@@ -102,6 +105,12 @@ def daemon(instance: Instance) -> Iterator[Daemon]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.fixture
+def daemon(instance: Instance) -> Iterator[Daemon]:
+    with running_daemon(instance, interval=1) as d:
+        yield d
+
+
 def test_daemon_configures_refreshes_and_cleans(instance: Instance, daemon: Daemon) -> None:
     f: Fabric = instance.fabric
     empty = instance.owned_state()
@@ -124,6 +133,37 @@ def test_daemon_configures_refreshes_and_cleans(instance: Instance, daemon: Daem
     assert daemon.proc.wait(timeout=10) == 0, daemon.output()
     # stopping the daemon leaves the ENI configured (it does not break networking)
     assert all(instance.reachable(a) for a in addrs)
+
+
+def test_ipv6_routes_follow_the_links_ra_router_without_waiting_for_a_refresh(
+    instance: Instance,
+) -> None:
+    f: Fabric = instance.fabric
+    with running_daemon(instance, interval=600) as daemon:  # no refresh in this test
+        eni = f.attach(SECOND, "eth1")
+        v6 = str(eni.ipv6s[0])
+        assert wait_for(lambda: instance.reachable(v6), 15), daemon.output()
+
+        def table_gateways() -> set[str]:
+            out = instance.ip("-6", "route", "show", "table", "10001")
+            return {w[w.index("via") + 1] for w in map(str.split, out.splitlines()) if "via" in w}
+
+        assert table_gateways() == {"fe80:ec2::1"}  # no RA yet: EC2's fixed router address
+        # the router's own link-local address announces itself (the kernel's RA route)
+        port = f.ip(f.router_ns, "-6", "-o", "addr", "show", "dev", f.ports[SECOND].name)
+        own = [w[3].split("/")[0] for w in map(str.split, port.splitlines())]
+        router = next(a for a in own if a.startswith("fe80:") and a != "fe80:ec2::1")
+        ra_route = ("default", "via", router, "dev", "eth1", "proto", "ra", "metric", "1025")
+        instance.ip("-6", "route", "add", *ra_route)
+        assert wait_for(lambda: table_gateways() == {router}, 10), daemon.output()
+        assert instance.reachable(v6)
+        assert "drift" not in instance.ec2net("status").stdout
+        # the router leaves: back to the fixed address, still without IMDS being asked
+        requests = f.imds_requests()
+        instance.ip("-6", "route", "del", *ra_route)
+        assert wait_for(lambda: table_gateways() == {"fe80:ec2::1"}, 10), daemon.output()
+        assert instance.reachable(v6)
+        assert f.imds_requests() == requests
 
 
 def test_parallel_operations_end_in_the_desired_state(instance: Instance) -> None:

@@ -1,9 +1,13 @@
 """rtnetlink link events for the watch daemon.
 
-A plain netlink socket joined to RTMGRP_LINK only (so bulk address/route programming
-never floods it), read without blocking from the daemon's select loop; pyroute2 only
-decodes the messages. A lost event (ENOBUFS: the kernel dropped messages because we
-were slow) is reported as `Resync`, on which the daemon re-reads every link.
+A plain netlink socket joined to RTMGRP_LINK and RTMGRP_IPV6_ROUTE, read without
+blocking from the daemon's select loop; pyroute2 only decodes the messages. Of the IPv6
+routes only the default routes learned from router advertisements (main table, proto
+ra) become events: an ENI's table routes via the link's RA router, which often arrives
+after the ENI was configured (until then they go via fe80:ec2::1). IPv4 routes and
+addresses are never joined, so bulk programming does not flood the socket. A lost
+event (ENOBUFS: the kernel dropped messages because we were slow) is reported as
+`Resync`, on which the daemon re-reads every link.
 """
 
 from __future__ import annotations
@@ -12,11 +16,21 @@ import enum
 import errno
 import socket
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Optional, Union
 
 from pyroute2.netlink import NETLINK_ROUTE
-from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWLINK, RTMGRP_LINK
+from pyroute2.netlink.rtnl import (
+    RTM_DELLINK,
+    RTM_DELROUTE,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+    RTMGRP_IPV6_ROUTE,
+    RTMGRP_LINK,
+    rt_proto,
+)
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+from ec2net.model import TABLE_MAIN
 
 RCVBUF = 1 << 20
 
@@ -37,18 +51,28 @@ class LinkEvent:
 
 
 @dataclass(frozen=True)
+class RouterEvent:
+    """An IPv6 default router (from an RA) appeared on a link or left it."""
+
+    kind: LinkChange
+    index: int
+    gateway: str
+
+
+@dataclass(frozen=True)
 class Resync:
     """Events were lost; the receiver must re-read all links."""
 
 
-Event = Union[LinkEvent, Resync]
+Event = Union[LinkEvent, RouterEvent, Resync]
+RTPROT_RA: int = rt_proto["ra"]
 
 
 class LinkEvents:
     def __init__(self) -> None:
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-        self._sock.bind((0, RTMGRP_LINK))
+        self._sock.bind((0, RTMGRP_LINK | RTMGRP_IPV6_ROUTE))
         self._sock.setblocking(False)
         self._marshal = MarshalRtnl()
 
@@ -73,6 +97,11 @@ class LinkEvents:
                 raise
             for msg in self._marshal.parse(data):
                 kind = msg["header"]["type"]
+                if kind in (RTM_NEWROUTE, RTM_DELROUTE):
+                    router = _router_event(msg, kind == RTM_NEWROUTE)
+                    if router is not None:
+                        out.append(router)
+                    continue
                 if kind not in (RTM_NEWLINK, RTM_DELLINK):
                     continue
                 out.append(
@@ -83,3 +112,14 @@ class LinkEvents:
                         str(msg.get_attr("IFLA_ADDRESS") or "").lower(),
                     )
                 )
+
+
+def _router_event(msg: Any, new: bool) -> Optional[RouterEvent]:
+    """The RA default route of a link, or None for any other route."""
+    table = msg.get_attr("RTA_TABLE") or msg["table"]
+    if msg["proto"] != RTPROT_RA or msg["dst_len"] != 0 or table != TABLE_MAIN:
+        return None
+    gw, oif = msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF")
+    if gw is None or oif is None:
+        return None
+    return RouterEvent(LinkChange.NEW if new else LinkChange.DEL, int(oif), str(gw))
