@@ -95,8 +95,17 @@ class Engine:
     def link_skip(self, link: Link) -> Optional[Skip]:
         return link_skip(link, self.settings, self.backend, self.primary_mac())
 
-    def _wait(self, mac: str) -> EniMetadata:
-        return wait_for_eni(self.imds, mac, self.primary_mac(), self.settings.propagation_timeout)
+    def _wait(self, mac: str, index: Optional[int] = None) -> EniMetadata:
+        """The ENI's metadata once IMDS lists it; given the link's ifindex, the wait
+        ends as soon as that link is gone."""
+        present = self.backend.present
+        return wait_for_eni(
+            self.imds,
+            mac,
+            self.primary_mac(),
+            self.settings.propagation_timeout,
+            gone=(lambda: False) if index is None else (lambda: not present(index)),
+        )
 
     @contextlib.contextmanager
     def _locked(self, macs: Sequence[str]) -> Iterator[None]:
@@ -126,7 +135,7 @@ class Engine:
             ):
                 return Result(ifname, Action.UNCHANGED, detail="configured moments ago")
             if skip is None:
-                eni = self._wait(link.mac)
+                eni = self._wait(link.mac, link.index)
                 skip = eni_skip(eni, self.settings, self.backend)
             if skip is not None:
                 if record is None:
@@ -239,7 +248,7 @@ class Engine:
                         "%s: skipped: %s", ln.name, skip.reason)  # fmt: skip
         wants: list[Want] = []
         unknown = {ln.mac for ln in links if ln.name in {r.ifname for r in out.results}}
-        for link, got in _parallel(lambda ln: self._wait(ln.mac), candidates):
+        for link, got in _parallel(lambda ln: self._wait(ln.mac, ln.index), candidates):
             if isinstance(got, Ec2NetError):
                 out.fail(link.name, got)
                 unknown.add(link.mac)

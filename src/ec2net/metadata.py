@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional, TypeVar
 
 from ec2net import cancel
-from ec2net.errors import ImdsAbsent, ImdsNotYet, MetadataError
+from ec2net.errors import ImdsAbsent, ImdsNotYet, InterfaceGone, MetadataError
 from ec2net.imds import ImdsClient
 from ec2net.model import MAX_NETWORK_CARDS
 
@@ -422,10 +422,13 @@ def wait_for_eni(
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = cancel.pause,
+    gone: Callable[[], bool] = lambda: False,
 ) -> EniMetadata:
     """fetch_eni, polling while the attachment propagates, for at most `timeout` s in
     all: the client's requests share that budget, so a slow IMDS cannot stretch it.
-    The default sleep ends at once when the process is told to stop."""
+    The default sleep ends at once when the process is told to stop. `gone()` says the
+    NIC went away: a detach, so there is nothing left to wait for (the caller holds
+    the ENI's lock, which the cleanup of that detach needs)."""
     deadline = clock() + timeout
     delay = 0.05
     with client.budget(timeout):
@@ -433,6 +436,9 @@ def wait_for_eni(
             try:
                 return fetch_eni(client, mac, primary_mac)
             except ImdsNotYet as err:
+                if gone():
+                    msg = f"{mac}: the NIC went away while IMDS did not list it"
+                    raise InterfaceGone(msg) from err
                 if clock() + delay > deadline:
                     raise
                 log.debug("%s; polling again in %.2fs", err, delay)

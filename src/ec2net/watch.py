@@ -36,6 +36,7 @@ from ec2net.errors import (
     ApplyFailed,
     Ec2NetError,
     ImdsError,
+    InterfaceGone,
     LockTimeout,
     MetadataError,
     TableConflict,
@@ -334,8 +335,12 @@ def _up_by_index(engine: Engine, index: int) -> None:
     """Configure the link with this index under the name it has NOW: a new NIC is
     often renamed (eth0 -> ens6) right after the event that announced it."""
     link = next((ln for ln in engine.backend.links() if ln.index == index), None)
-    if link is not None:
+    if link is None:
+        return
+    try:
         engine.up(link.name, fresh_within=FRESH_WITHIN)
+    except InterfaceGone as err:  # detached (or renamed: its event comes next)
+        log.info("%s", err)
 
 
 def _drain(sock: socket.socket) -> None:

@@ -63,6 +63,9 @@ class FakeKernel:
     def links(self) -> list[Link]:
         return sorted(self.links_.values(), key=lambda ln: ln.index)
 
+    def present(self, index: int) -> bool:
+        return any(ln.index == index for ln in self.links_.values())
+
     def snapshot(self) -> Snapshot:
         self.snapshots += 1
         if self.crash_on_snapshot == self.snapshots:
@@ -182,7 +185,8 @@ class FakeImds(ImdsClient):
 
 
 def settings(tmp: Path, **kw: object) -> Settings:
-    return Settings(propagation_timeout=0.0, lock_timeout=1.0, runtime_dir=str(tmp / "run"), **kw)  # type: ignore[arg-type]
+    base: dict[str, object] = {"propagation_timeout": 0.0, "lock_timeout": 1.0}
+    return Settings(runtime_dir=str(tmp / "run"), **{**base, **kw})  # type: ignore[arg-type]
 
 
 def engine(kernel: FakeKernel, imds: FakeImds, tmp: Path, **kw: object) -> Engine:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from ec2net.converge import Action
-from ec2net.errors import ApplyFailed, TableConflict
+from ec2net.errors import ApplyFailed, InterfaceGone, TableConflict
 from ec2net.model import AddressSpec, Family, RouteSpec, RuleSpec
 from ec2net.state import Phase, Store
 from tests.unit.fakes import PRIMARY_MAC, FakeImds, FakeKernel, Killed, engine, ip
@@ -87,6 +88,24 @@ def test_fresh_within_spares_imds_for_that_very_link_only(
     r = engine(kernel, imds, tmp_path).up("eth1", fresh_within=10)
     assert imds.requests > before and r.action is Action.CONFIGURED
     assert "address 10.0.2.21/32 dev eth1 noprefixroute" in ours(kernel)[0]
+
+
+def test_a_nic_that_goes_while_imds_does_not_list_it_ends_the_wait(
+    tmp_path: Path, kernel: FakeKernel, imds: FakeImds
+) -> None:
+    """A detach during the propagation wait: the wait (which holds the ENI's lock that
+    the detach's cleanup needs) ends when the link goes, not at the timeout."""
+    kernel.plug("eth2", MAC2, 4)  # not listed in IMDS (being attached, or detached)
+    e = engine(kernel, imds, tmp_path, propagation_timeout=5.0)  # without: ImdsNotYet
+    timer = threading.Timer(0.3, kernel.unplug, args=("eth2",))
+    timer.start()
+    try:
+        with pytest.raises(InterfaceGone, match="went away"):
+            e.up("eth2")
+    finally:
+        timer.cancel()
+    # and the lock is free again
+    assert e.down("eth2").action is Action.UNCHANGED
 
 
 def test_reconverge_works_from_the_record_without_imds(

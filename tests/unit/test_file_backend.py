@@ -43,6 +43,9 @@ class NoKernel:
     def links(self) -> list[Link]:
         return self._links
 
+    def present(self, index: int) -> bool:
+        return any(ln.index == index for ln in self._links)
+
 
 def backend(
     tmp_path: Path, links: list[Link], name: str = "networkd"

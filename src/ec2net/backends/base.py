@@ -40,6 +40,11 @@ class Backend(Protocol):
         """Every link (one link dump; IPv6 routers are in the snapshot only)."""
         ...
 
+    def present(self, index: int) -> bool:
+        """Whether the link with this ifindex still exists (cheap; safe from any
+        thread, unlike the dumps)."""
+        ...
+
     def snapshot(self) -> Snapshot:
         """Links, addresses, our routes and rules: one dump of each kind."""
         ...

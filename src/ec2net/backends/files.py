@@ -75,6 +75,9 @@ class FileBackend:
     def links(self) -> list[Link]:
         return self.kernel.links()
 
+    def present(self, index: int) -> bool:
+        return self.kernel.present(index)
+
     def snapshot(self) -> Snapshot:
         return self.kernel.snapshot()
 

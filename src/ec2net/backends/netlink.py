@@ -238,6 +238,13 @@ class NetlinkBackend:
     def links(self) -> list[Link]:
         return self._links(self._link_dump(), {})
 
+    def present(self, index: int) -> bool:
+        try:  # an ioctl in this process's namespace: no netlink socket, thread-safe
+            socket.if_indextoname(index)
+        except OSError:
+            return False
+        return True
+
     def link(self, name: str) -> Optional[Link]:
         return next((ln for ln in self.links() if ln.name == name), None)
 
