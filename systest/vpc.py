@@ -160,6 +160,7 @@ class VpcGuest:
         self.fabric = Fabric(world or system_world(), dhcp=True, ra=True, taps=True, label=LABEL)
         self.vm: Optional[Vm] = None
         self.plugged: dict[str, Plugged] = {}  # by MAC
+        self._last_slot = 0
         self.boot: Optional[BootInfo] = None
 
     # ------------------------------------------------------------ lifecycle
@@ -224,7 +225,13 @@ class VpcGuest:
 
     def plug(self, eni: Eni) -> Plugged:
         """Attach `eni` in the VPC, then hot-plug its NIC into a free PCI slot."""
-        slot = next(s for s in HOTPLUG_SLOTS if s not in self.used_slots())
+        # The next free slot after the last one used, not the lowest: a NIC added to a
+        # slot the guest has just ejected can go unseen (measured: the bench's IPv6-only
+        # ENI, plugged right after an unplug, never appeared, for either tool).
+        used = self.used_slots()
+        after = [s for s in HOTPLUG_SLOTS if s > self._last_slot and s not in used]
+        slot = next(iter(after), None) or next(s for s in HOTPLUG_SLOTS if s not in used)
+        self._last_slot = slot
         self.fabric.attach(eni, f"ens{slot}")
         port = self.fabric.tap_of(eni.mac)
         write_sysctls(
