@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ec2sim.world import Eni
-from systest.qemu import HOTPLUG_SLOTS, BootInfo
+from systest.qemu import BootInfo
 from systest.vpc import (
     IPV6_ONLY_SUBNET,
     OTHER_SUBNET_MAC,
@@ -291,7 +291,7 @@ def detach_while_configuring(g: VpcGuest, timeout: float) -> EarlyDetach:
     device number, hence the same table, must work."""
     before = g.all_addresses()
     eni = g.fabric.new_eni("subnet-b", n_ipv4=3, n_ipv6=1)
-    slot_name = f"ens{next(s for s in HOTPLUG_SLOTS if s not in g.used_slots())}"
+    slot_name = f"ens{g.next_slot()}"
     t0 = time.monotonic()
     plugged = g.plug(eni)
     g.agent.wait_link(eni.mac, timeout=60, ifname=slot_name)

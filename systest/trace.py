@@ -118,7 +118,7 @@ def trace_hotplug(g: VpcGuest, subnet: str, timeout: float) -> Trace:
     try:
         offset = guest_clock_offset(g)
         eni = g.fabric.new_eni(subnet, n_ipv4=3, n_ipv6=1)
-        slot = min(s for s in range(6, 32) if s not in g.used_slots())
+        slot = g.next_slot()
         seen = g.agent.start_wait_link(eni.mac, timeout=60)
         named = g.agent.start_wait_link(eni.mac, timeout=60, ifname=f"ens{slot}")
         n0 = len(g.fabric.imds.log.entries()) if g.fabric.imds else 0

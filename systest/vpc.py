@@ -223,14 +223,18 @@ class VpcGuest:
     def used_slots(self) -> set[int]:
         return {p.slot for p in self.plugged.values()}
 
-    def plug(self, eni: Eni) -> Plugged:
-        """Attach `eni` in the VPC, then hot-plug its NIC into a free PCI slot."""
-        # The next free slot after the last one used, not the lowest: a NIC added to a
-        # slot the guest has just ejected can go unseen (measured: the bench's IPv6-only
-        # ENI, plugged right after an unplug, never appeared, for either tool).
+    def next_slot(self) -> int:
+        """The PCI slot the next `plug` takes (the guest names its NIC ens<slot>): the
+        next free one after the last used, not the lowest. A NIC added to a slot the
+        guest has just ejected can go unseen (measured: the bench's IPv6-only ENI,
+        plugged right after an unplug, never appeared, for either tool)."""
         used = self.used_slots()
         after = [s for s in HOTPLUG_SLOTS if s > self._last_slot and s not in used]
-        slot = next(iter(after), None) or next(s for s in HOTPLUG_SLOTS if s not in used)
+        return next(iter(after), None) or next(s for s in HOTPLUG_SLOTS if s not in used)
+
+    def plug(self, eni: Eni) -> Plugged:
+        """Attach `eni` in the VPC, then hot-plug its NIC into a free PCI slot."""
+        slot = self.next_slot()
         self._last_slot = slot
         self.fabric.attach(eni, f"ens{slot}")
         port = self.fabric.tap_of(eni.mac)
