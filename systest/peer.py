@@ -34,7 +34,8 @@ def peer_dir() -> Path:
 
 
 def tree_digest(path: Path) -> str:
-    """Content hash of the release tree: part of the image's cache key."""
+    """Content hash of a source tree (this release, or rhel_guest's scripts): part of
+    the image's cache key."""
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         h.update(str(f.relative_to(path)).encode() + b"\0" + f.read_bytes() + b"\0")

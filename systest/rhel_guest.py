@@ -13,11 +13,11 @@ the ENIs it renders, at boot and on hot-plug).
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
 from ec2sim.rhel import FUNCTIONS, SCRIPTS_SUBDIR, locate_scripts
+from systest import peer
 from systest.guest_files import PRIMARY_IFNAME
 
 # What the scripts call, by Debian package (bash, iproute2 and procps are in the base).
@@ -63,11 +63,7 @@ TMPFILES = "d /run/netreport 0755 root root -\n"
 
 def scripts_digest() -> str:
     """Content hash of the scripts tree: part of the image's cache key."""
-    root = locate_scripts()
-    h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+    return peer.tree_digest(locate_scripts())
 
 
 def _symlink(path: Path, target: str) -> None:

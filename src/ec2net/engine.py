@@ -115,14 +115,18 @@ class Engine:
                 stack.enter_context(self.store.lock(mac, self.settings.lock_timeout))
             yield
 
+    def _link(self, ifname: str) -> Link:
+        link = next((ln for ln in self.backend.links() if ln.name == ifname), None)
+        if link is None:
+            raise InterfaceGone(f"{ifname}: no such interface")
+        return link
+
     # --- verbs -------------------------------------------------------------------------
     def up(self, ifname: str, *, dry_run: bool = False, fresh_within: float = 0.0) -> Result:
         """Configure one ENI. With `fresh_within`, an ENI whose record on this very link
         is younger than that many seconds is taken as done (another trigger just did
         it), sparing the IMDS reads."""
-        link = next((ln for ln in self.backend.links() if ln.name == ifname), None)
-        if link is None:
-            raise InterfaceGone(f"{ifname}: no such interface")
+        link = self._link(ifname)
         skip = self.link_skip(link)
         with self._locked([link.mac]):
             record = self.store.load(link.mac)
@@ -150,9 +154,7 @@ class Engine:
         """Converge a configured ENI again from what its record knows, without IMDS: the
         kernel side changed (the link's IPv6 router), IMDS did not. An ENI without a
         usable record is left to `up`."""
-        link = next((ln for ln in self.backend.links() if ln.name == ifname), None)
-        if link is None:
-            raise InterfaceGone(f"{ifname}: no such interface")
+        link = self._link(ifname)
         with self._locked([link.mac]):
             record = self.store.load(link.mac)
             eni = record.eni() if record is not None else None

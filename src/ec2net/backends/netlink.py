@@ -31,10 +31,10 @@ from typing import Optional
 
 from ec2net.backends import netlink_batch as nb
 from ec2net.backends.base import ApplyReport
+from ec2net.backends.netlink_events import ra_default_router
 from ec2net.errors import ApplyFailed
 from ec2net.model import (
     RTPROT_EC2NET,
-    TABLE_MAIN,
     AddressSpec,
     ChangeSet,
     Family,
@@ -127,15 +127,12 @@ class _LinkRow:
 
 def _collect_router(msg: nb.Message, routers: dict[int, list[ipaddress.IPv6Address]]) -> None:
     """A default route learned from a router advertisement, in main: its gateway."""
-    if msg["proto"] != nb.RTPROT_RA or msg["dst_len"] != 0 or _table(msg) != TABLE_MAIN:
+    router = ra_default_router(msg)
+    if router is None:
         return
-    gw, oif = msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF")
-    if gw is None or oif is None:
-        return
-    found = routers.setdefault(int(oif), [])
-    addr = ipaddress.IPv6Address(gw)
-    if addr not in found:
-        found.append(addr)
+    found = routers.setdefault(router[0], [])
+    if router[1] not in found:
+        found.append(router[1])
 
 
 class NetlinkBackend:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Any, Optional, Union
@@ -114,12 +115,23 @@ class LinkEvents:
                 )
 
 
-def _router_event(msg: Any, new: bool) -> Optional[RouterEvent]:
-    """The RA default route of a link, or None for any other route."""
-    table = msg.get_attr("RTA_TABLE") or msg["table"]
-    if msg["proto"] != RTPROT_RA or msg["dst_len"] != 0 or table != TABLE_MAIN:
+def ra_default_router(msg: Any) -> Optional[tuple[int, ipaddress.IPv6Address]]:
+    """(oif, gateway) of a default route learned from a router advertisement in main;
+    None for any other route. The one test of what an RA router is: the snapshot's
+    dump and the daemon's events both use it."""
+    table = msg.get_attr("RTA_TABLE")
+    table = msg["table"] if table is None else table
+    if msg["proto"] != RTPROT_RA or msg["dst_len"] != 0 or int(table) != TABLE_MAIN:
         return None
     gw, oif = msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF")
     if gw is None or oif is None:
         return None
-    return RouterEvent(LinkChange.NEW if new else LinkChange.DEL, int(oif), str(gw))
+    return int(oif), ipaddress.IPv6Address(gw)
+
+
+def _router_event(msg: Any, new: bool) -> Optional[RouterEvent]:
+    found = ra_default_router(msg)
+    if found is None:
+        return None
+    oif, gw = found
+    return RouterEvent(LinkChange.NEW if new else LinkChange.DEL, oif, str(gw))
