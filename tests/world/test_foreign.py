@@ -139,6 +139,12 @@ def eni_table(inst: Instance) -> dict[str, list[str]]:
     return out
 
 
+def report(what: str, probes: ProbeLoop) -> None:
+    """The figures of a switch (printed, never asserted: timing is the machine's)."""
+    gaps = ", ".join(f"{a} {g * 1e3:.0f} ms" for a, g in probes.longest_gap.items())
+    print(f"\n{what}: {sum(probes.sent.values())} probes, longest gap per address: {gaps}")
+
+
 def not_ours(state: dict[str, list[str]]) -> list[str]:
     return [ln for lines in state.values() for ln in lines if "proto 236" not in ln]
 
@@ -196,6 +202,7 @@ def test_take_over_replaces_them_with_every_address_answering(inst: Instance) ->
     replay_2x(inst, eni)
     with ProbeLoop(inst.fabric.client_ns, addrs(eni), inst.fabric.echo_port) as probes:
         out = inst.ec2net("up", "--take-over", "eth1").stdout
+    report("up --take-over from 2.x's objects", probes)
     assert probes.failures() == {}, (probes.failed, probes.longest_gap)
     assert min(probes.sent.values()) > 0
     assert "replace route 0.0.0.0/0 via 10.0.2.1 dev eth1 table 10001" in out, out
@@ -257,6 +264,7 @@ def test_migrate_from_2x(inst: Instance, root: Path) -> None:
     )
     with ProbeLoop(f.client_ns, addrs(eni), f.echo_port) as probes:
         out = inst.ec2net("migrate").stdout
+    report("migrate from 2.x", probes)
     assert probes.failures() == {}, (probes.failed, probes.longest_gap)
     assert "eth1: ec2net's now (table 10001)" in out, out
     assert not any(p.is_symlink() or p.exists() for p in theirs), out
@@ -281,6 +289,7 @@ def test_migrate_from_1x(inst: Instance, root: Path) -> None:
         assert up.returncode == 2 and "amazon-ec2-net-utils 1.x" in up.stderr, up.stderr
         with ProbeLoop(f.client_ns, addrs(eni), f.echo_port) as probes:
             out = inst.ec2net("migrate").stdout
+        report("migrate from 1.x", probes)
         assert probes.failures() == {}, (probes.failed, probes.longest_gap)
         assert dhclient.wait(timeout=5) == -9  # SIGKILL: its script never ran
         assert "ended amazon-ec2-net-utils 1.x's DHCP client" in out, out
