@@ -82,7 +82,7 @@ class Engine:
         if not _MAC.fullmatch(mac):
             raise MetadataError("mac", raw, "not a MAC address")
         self.store.ensure()
-        write_if_changed(path, json.dumps({"mac": mac}) + "\n")
+        write_if_changed(path, json.dumps({"mac": mac}) + "\n", durable=False)
         return mac
 
     def want(

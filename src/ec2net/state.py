@@ -57,9 +57,13 @@ class Phase(str, enum.Enum):
         return self.value
 
 
-def write_if_changed(path: Path, content: str, mode: int = 0o644) -> bool:
-    """Atomically replace `path` with `content` (temp file + fsync + rename + directory
-    fsync) unless it already holds exactly that. Returns whether it wrote."""
+def write_if_changed(path: Path, content: str, mode: int = 0o644, *, durable: bool = True) -> bool:
+    """Atomically replace `path` with `content` (temp file + rename) unless it already
+    holds exactly that. Returns whether it wrote. `durable`: fsync the file and the
+    directory too, so that the new content survives a power loss (configuration in
+    /etc). Runtime state needs only the rename: a process killed at any instant leaves
+    the old file or the new one, and what is under /run does not survive a reboot
+    anyway; an fsync there only waits for a disk where /run is not a tmpfs."""
     try:
         if path.read_text() == content:
             return False
@@ -72,18 +76,20 @@ def write_if_changed(path: Path, content: str, mode: int = 0o644) -> bool:
         with os.fdopen(fd, "w") as f:
             f.write(content)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    with contextlib.suppress(OSError):  # the rename itself must survive a crash
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    if durable:
+        with contextlib.suppress(OSError):  # the rename itself must survive a crash
+            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
     return True
 
 
@@ -269,7 +275,7 @@ class Store:
         self.ensure()
         data = asdict(rec)
         data["phase"] = Phase(rec.phase).value
-        write_if_changed(self._path(rec.mac), json.dumps(data, indent=1) + "\n")
+        write_if_changed(self._path(rec.mac), json.dumps(data, indent=1) + "\n", durable=False)
 
     def delete(self, mac: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -146,7 +146,8 @@ class Daemon:
                 rows = collect(engine)
             with self._metrics_lock:  # one writer at a time: the temp file name is shared
                 text = metrics.exposition(rows, self.counters, dict(self.imds.stats.by_outcome))
-                write_if_changed(Path(textfile), text)
+                # rewritten after every job: a lost write after a power cut costs nothing
+                write_if_changed(Path(textfile), text, durable=False)
         except (Ec2NetError, OSError) as err:
             log.warning("metrics: %s not written: %s", textfile, err)
 
