@@ -51,6 +51,7 @@ from pyroute2.netlink.rtnl import (
     RTM_DELRULE,
     RTM_GETADDR,
     RTM_GETLINK,
+    RTM_GETNEIGH,
     RTM_GETROUTE,
     RTM_GETRULE,
     RTM_NEWADDR,
@@ -69,6 +70,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import (
 )
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+from pyroute2.netlink.rtnl.ndmsg import NUD_FAILED, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from ec2net.backends.netlink_encode import Attr, Encoder, Request
@@ -77,6 +79,7 @@ from ec2net.model import (
     RTPROT_EC2NET,
     AddressSpec,
     Family,
+    IPAddress,
     Op,
     RouteSpec,
     RuleSpec,
@@ -95,6 +98,9 @@ F_ADD = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 F_DEL = NLM_F_REQUEST | NLM_F_ACK
 # A take-over: the object with the same key (another tool's) becomes ours in place.
 F_REPLACE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
+# linux/rtnetlink.h (not in pyroute2): a route lookup's answer names the table the
+# lookup took (rtm_table / RTA_TABLE), not the route's own.
+RTM_F_LOOKUP_TABLE = 0x1000
 
 __all__ = [
     # pyroute2's constants are re-exported: netlink.py reads them as nb.NAME
@@ -115,6 +121,7 @@ __all__ = [
     "NLM_F_EXCL",
     "NLM_F_REPLACE",
     "NLM_F_REQUEST",
+    "NUD_FAILED",
     "OK",
     "RTM_DELADDR",
     "RTM_DELROUTE",
@@ -139,8 +146,10 @@ __all__ = [
     "address_request",
     "link_dump",
     "link_up_request",
+    "neigh_dump",
     "open_socket",
     "route_dump",
+    "route_get",
     "route_request",
     "rule_dump",
     "rule_request",
@@ -295,6 +304,32 @@ class Channel:
     def _encode(self, request: Request, seq: int) -> bytes:
         return self._encoder.encode(request, seq)
 
+    def query(self, requests: Sequence[Request]) -> list[Message | Verdict]:
+        """Questions that the kernel answers with one message each (a route lookup):
+        per request that message, or the (errno, reason) of its refusal. Sent many per
+        datagram, as many as the receive buffer holds answers for."""
+        answers: list[Message | Verdict] = [(errno.EIO, "EIO: no answer")] * len(requests)
+        base = self._next_seq(len(requests))
+        self._encoder.prepare(requests)
+        for start in range(0, len(requests), self.max_inflight):
+            chunk = range(start, min(start + self.max_inflight, len(requests)))
+            data = b"".join(self._encode(requests[i], base + i) for i in chunk)
+            try:
+                self.sock.send(data)
+            except OSError as exc:
+                raise NetlinkUnavailable(f"rtnetlink send: {exc}") from exc
+            waiting = {base + i: i for i in chunk}
+            while waiting:
+                for msg in self._parse(self._recv()):
+                    idx = waiting.pop(msg["header"]["sequence_number"], None)
+                    if idx is None:
+                        continue  # a late answer of an earlier exchange
+                    if msg["header"]["type"] == NLMSG_ERROR:
+                        answers[idx] = ack_verdict(msg)
+                    else:
+                        answers[idx] = msg
+        return answers
+
     def _round(
         self,
         requests: Sequence[Request],
@@ -406,6 +441,44 @@ def route_dump(family: Family, proto: int) -> Request:
     zero = ("dst_len", "src_len", "tos", "table", "scope", "type", "flags")
     fields = (*((name, 0) for name in zero), ("family", int(family)), ("proto", proto))
     return Request(rtmsg, RTM_GETROUTE, 0, fields)
+
+
+def neigh_dump(family: Family) -> Request:
+    fields = (("family", int(family)), ("ifindex", 0), ("state", 0), ("flags", 0), ("ndm_type", 0))
+    return Request(ndmsg, RTM_GETNEIGH, 0, fields)
+
+
+def route_get(
+    dst: IPAddress,
+    src: Optional[IPAddress] = None,
+    *,
+    iif: Optional[int] = None,
+    oif: Optional[int] = None,
+) -> Request:
+    """The kernel's own route lookup (what `ip route get` asks): for a packet from `src`
+    to `dst`, leaving this host (no `iif`) or arriving on `iif` (the input path, which
+    applies rp_filter). No packet is sent."""
+    bits = 32 if dst.version == 4 else 128
+    fields = (
+        ("family", 2 if dst.version == 4 else 10),
+        ("dst_len", bits),
+        ("src_len", bits if src is not None else 0),
+        ("tos", 0),
+        ("table", 0),
+        ("proto", 0),
+        ("scope", 0),
+        ("type", 0),
+        # IPv6 refuses the flag: its answer names the route's table, the lookup's too.
+        ("flags", RTM_F_LOOKUP_TABLE if dst.version == 4 else 0),
+    )
+    attrs: tuple[Attr, ...] = (("RTA_DST", str(dst)),)
+    if src is not None:
+        attrs += (("RTA_SRC", str(src)),)
+    if iif is not None:
+        attrs += (("RTA_IIF", iif),)
+    if oif is not None:
+        attrs += (("RTA_OIF", oif),)
+    return Request(rtmsg, RTM_GETROUTE, NLM_F_REQUEST, fields, attrs)
 
 
 def rule_dump(family: Family) -> Request:
