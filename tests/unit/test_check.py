@@ -58,7 +58,7 @@ def test_wrong_paths_name_the_rule_that_takes_them() -> None:
             77,
             ipaddress.ip_network("10.0.2.20/32"),
             "rule pref 100 from 10.0.2.20/32 lookup 77",
-        ),  # fmt: skip
+        ),
         OtherRule(32766, 254, None, "rule pref 32766 from all lookup main"),
     ]
     [p] = check.judge(
