@@ -405,7 +405,16 @@ class Converger:
 
 
 def _result(t: Target, changes: ChangeSet) -> Result:
-    mine = ChangeSet(tuple(c for c in changes.changes if owns(c.obj, t.table, t.ifname)))
+    # and the other tool's objects this target takes over (cloud-init's are in its own
+    # table, not the ENI's)
+    theirs = {x.obj for x in t.theirs}
+    mine = ChangeSet(
+        tuple(
+            c
+            for c in changes.changes
+            if owns(c.obj, t.table, t.ifname) or (c.theirs and c.obj in theirs)
+        )
+    )
     if t.removing:
         return Result(t.ifname, Action.REMOVED, mine)
     return Result(t.ifname, Action.CONFIGURED if mine else Action.UNCHANGED, mine)
