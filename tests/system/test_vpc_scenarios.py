@@ -123,12 +123,13 @@ def test_hotplug_and_unplug(guest: VpcGuest, booted_with_enis: scenarios.BootWit
         r, plugged = scenarios.hotplug(
             guest, subnet, n_ipv4, REACH_TIMEOUT, n_ipv6=n_ipv6, unplug=False, tail=1.0
         )
-        # The udev rule's part: the ENI's own unit runs (the daemon alone would also
-        # configure the ENI, which is why reachability does not prove the rule).
+        # The udev rule's part: the ENI's own unit is asked for (the daemon alone also
+        # configures the ENI, which is why reachability does not prove the rule), and
+        # since the daemon runs, its condition keeps it from starting any process.
         unit = f"ec2net@{plugged.ifname}.service"
-        state = _unit_state(guest, unit, "active")
-        if state != "active":
-            problems.append(f"{unit} is {state} after hot-plug (udev rule)")
+        asked = _unit_asked(guest, unit)
+        if asked != ("no", "0"):
+            problems.append(f"{unit}: condition, main pid {asked} (udev rule, daemon ready)")
         mtu = guest.link_mtus().get(plugged.eni.mac)
         if mtu != VPC_MTU:
             problems.append(f"{plugged.ifname}: MTU {mtu}, not the primary's {VPC_MTU}")
@@ -152,6 +153,20 @@ def test_hotplug_and_unplug(guest: VpcGuest, booted_with_enis: scenarios.BootWit
     assert problems == [], "\n".join([*problems, scenarios.guest_state(guest, UNITS)])
     # and the ENIs that stay are still fine
     assert guest.unreachable(guest.all_addresses()) == []
+
+
+def _unit_asked(guest: VpcGuest, unit: str, timeout: float = 30.0) -> tuple[str, str]:
+    """(ConditionResult, ExecMainPID) once systemd evaluated the unit's condition: a
+    request from udev that the running daemon made moot is ("no", "0")."""
+    props = ("ConditionResult", "ExecMainPID", "ConditionTimestampMonotonic")
+    argv = ["systemctl", "show", *(f"--property={p}" for p in props), unit]
+    deadline = time.monotonic() + timeout
+    while True:
+        out = guest.agent.run(argv, timeout=30).stdout.splitlines()
+        got = dict(line.partition("=")[::2] for line in out)
+        if got.get(props[2], "0") not in ("", "0") or time.monotonic() > deadline:
+            return got.get(props[0], ""), got.get(props[1], "")
+        time.sleep(0.5)
 
 
 def _unit_state(guest: VpcGuest, unit: str, want: str, timeout: float = 30.0) -> str:

@@ -265,16 +265,29 @@ class Channel:
 
     def exchange(self, requests: Sequence[Request]) -> list[Verdict]:
         """Send requests in order; per request the kernel's answer as (errno, reason),
-        (0, "") when done. Callers decide which errnos mean "already so"."""
+        (0, "") when done. Callers decide which errnos mean "already so".
+
+        The first pass asks for answers on errors only: every request but the last of
+        each datagram goes without NLM_F_ACK, so the kernel answers only those it
+        refuses, and the last one's ack says the whole datagram was handled (the kernel
+        handles a datagram's messages in order and queues their answers in order).
+        Decoding one ack per request costs more than the kernel's work. If answers were
+        lost (ENOBUFS), the requests of that datagram without a known answer are sent
+        again, each acknowledged (an add that happened answers EEXIST, a delete
+        ENOENT); verify reads the kernel back after the apply in any case."""
         results: list[Verdict] = [OK] * len(requests)
         base = self._next_seq(len(requests))
         wire: list[Optional[bytes]] = [None] * len(requests)
         pending = list(range(len(requests)))
         self._encoder.prepare(requests)
+        errors_only = True
         for _ in range(_MAX_RETRIES):
             if not pending:
                 break
-            pending = self._round(requests, wire, base, pending, results)
+            pending = self._round(requests, wire, base, pending, results, errors_only=errors_only)
+            if errors_only:
+                errors_only = False
+                wire = [None] * len(requests)  # again with NLM_F_ACK on each
         if pending:
             raise NetlinkUnavailable(f"rtnetlink: {len(pending)} requests never acknowledged")
         return results
@@ -289,48 +302,61 @@ class Channel:
         base: int,
         pending: list[int],
         results: list[Verdict],
+        *,
+        errors_only: bool = False,
     ) -> list[int]:
-        """One pass over pending requests; returns those whose ack was lost."""
+        """One pass over pending requests; returns those whose answer was lost."""
         lost: list[int] = []
         pos = 0
         while pos < len(pending):
             # A chunk: as many requests as the send buffer takes and the receive
-            # buffer can hold acks for.
-            chunk: list[bytes] = []
+            # buffer can hold answers for (were every one refused).
+            chunk: list[int] = []
             size = 0
-            by_seq: dict[int, int] = {}
             while pos < len(pending) and len(chunk) < self.max_inflight:
                 idx = pending[pos]
                 data = wire[idx]
                 if data is None:
-                    data = wire[idx] = self._encode(requests[idx], base + idx)
+                    req = requests[idx]
+                    if errors_only:
+                        req = req.with_flags(req.flags & ~NLM_F_ACK)
+                    data = wire[idx] = self._encode(req, base + idx)
                 if chunk and size + len(data) > self.max_send:
                     break
-                chunk.append(data)
+                chunk.append(idx)
                 size += len(data)
-                by_seq[base + idx] = idx
                 pos += 1
+            last = chunk[-1]
+            if errors_only:  # the barrier: the chunk's last request is acknowledged
+                wire[last] = self._encode(requests[last], base + last)
             try:
-                self.sock.send(b"".join(chunk))
+                self.sock.send(b"".join(wire[i] or b"" for i in chunk))
             except OSError as exc:
                 raise NetlinkUnavailable(f"rtnetlink send: {exc}") from exc
-            lost.extend(self._collect(by_seq, results))
+            by_seq = {base + i: i for i in chunk}
+            lost.extend(self._collect(by_seq, results, base + last if errors_only else None))
+            if errors_only:
+                wire[last] = None  # encoded without NLM_F_ACK if it is sent again
         return sorted(lost)
 
-    def _collect(self, by_seq: dict[int, int], results: list[Verdict]) -> list[int]:
+    def _collect(
+        self, by_seq: dict[int, int], results: list[Verdict], barrier: Optional[int] = None
+    ) -> list[int]:
+        """Answers to one chunk. With a `barrier` (errors only), the chunk is done when
+        the barrier's ack came; requests without an answer then were done."""
         waiting = dict(by_seq)
-        while waiting:
+        while waiting and (barrier is None or barrier in waiting):
             try:
                 size = self._recv()
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     raise NetlinkUnavailable(f"rtnetlink receive: {exc}") from exc
-                # Some acks were dropped. The kernel finished the whole datagram inside
-                # send(), so whatever is queued now is all that will come.
+                # Some answers were dropped. The kernel finished the whole datagram
+                # inside send(), so whatever is queued now is all that will come.
                 self._drain(waiting, results)
                 # Shrink later chunks to what the buffer really held this time.
                 got = len(by_seq) - len(waiting)
-                self.max_inflight = max(1, min(self.max_inflight // 2, got * 3 // 4))
+                self.max_inflight = max(1, min(self.max_inflight // 2, max(got, 4) * 3 // 4))
                 return list(waiting.values())
             self._take(size, waiting, results)
         return []
