@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
 
-FLAVOURS = ("netplan", "ifupdown")
+FLAVOURS = ("netplan", "ifupdown", "netplan274")
 VARIANTS = ("trixie-netplan", "bookworm-ifupdown")
+# The netplan guest with AWS's release 2.7.4 beside cloud-init (benchmark only).
+AWS274_VARIANT = "trixie-netplan274"
 
 NETPLAN_PACKAGES: tuple[str, ...] = ("cloud-init", "netplan.io", "isc-dhcp-client")
 IFUPDOWN_PACKAGES: tuple[str, ...] = ("cloud-init", "ifupdown", "isc-dhcp-client")
@@ -55,7 +57,7 @@ Chroot = Callable[[Sequence[str]], None]
 def configure(root: Path, flavour: str, chroot: Chroot) -> None:
     (root / "etc/cloud/cloud.cfg.d").mkdir(parents=True, exist_ok=True)
     (root / "etc/cloud/cloud.cfg.d/10-systest.cfg").write_text(CLOUD_CFG)
-    if flavour == "netplan":
+    if flavour.startswith("netplan"):
         src = root / DATASOURCE
         text = src.read_text()
         old, new = HOTPLUG_DRIVERS
@@ -71,7 +73,7 @@ def configure(root: Path, flavour: str, chroot: Chroot) -> None:
 
 
 def is_cloud_init(variant: str) -> bool:
-    return variant in VARIANTS
+    return variant in (*VARIANTS, AWS274_VARIANT)
 
 
 def system_uuid(instance_id: str) -> str:

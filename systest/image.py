@@ -85,6 +85,8 @@ FLAVOUR_PACKAGES: dict[str, tuple[str, ...]] = {
     # ifupdown (Debian 12's images).
     "netplan": cloud_guest.NETPLAN_PACKAGES,
     "ifupdown": cloud_guest.IFUPDOWN_PACKAGES,
+    # the netplan guest plus AWS's release 2.7.4 (the benchmark's column beside ec2net)
+    "netplan274": (*cloud_guest.NETPLAN_PACKAGES, "curl", "systemd-resolved"),
 }
 # The network manager each flavour runs.
 FLAVOUR_MANAGER = {
@@ -95,6 +97,7 @@ FLAVOUR_MANAGER = {
     "ifcfg": "ifcfg",
     "netplan": "networkd",
     "ifupdown": "netlink",  # no manager: ifupdown's dhclient is no daemon ec2net defers to
+    "netplan274": "networkd",
 }
 VARIANTS = tuple(f"{suite}-{flavour}" for suite in SUITES for flavour in FLAVOUR_PACKAGES)
 # Where ec2net runs in the system tier: both releases, both managers.
@@ -105,6 +108,8 @@ EC2NET_VARIANTS = (
 )
 # Guests that boot like the AMIs people use: cloud-init from the simulated IMDS.
 CLOUD_INIT_VARIANTS = cloud_guest.VARIANTS
+# Flavours with AWS's release 2.7.4 (peer.py): built for the benchmark only.
+AWS274_FLAVOURS = ("aws274", "netplan274")
 
 
 def split_variant(variant: str) -> tuple[str, str]:
@@ -335,7 +340,7 @@ def variant_key(variant: str) -> str:
         Path(__file__).with_name("guest_files.py").read_text(),
         _agent_source().read_text(),
         _tools_source().read_text(),
-        *([peer.tree_digest(peer.peer_dir())] if flavour == "aws274" else []),
+        *([peer.tree_digest(peer.peer_dir())] if flavour in AWS274_FLAVOURS else []),
         *(
             [Path(rhel_guest.__file__).read_text(), rhel_guest.scripts_digest()]
             if flavour == "ifcfg"
@@ -391,10 +396,10 @@ def _configure(root: Path, variant: str, key: str, log_file: Path) -> None:
     # resort, and the guest is reachable only from its own test namespace.
     _chroot(root, ["passwd", "-d", "root"], log_file)
 
-    if flavour == "aws274":
+    if flavour in AWS274_FLAVOURS:
         peer.make_install(peer.peer_dir(), root, log_file)
         _chroot(root, ["systemctl", "enable", "systemd-resolved.service"], log_file)
-    if flavour in ("aws", "aws274"):
+    if flavour in ("aws", *AWS274_FLAVOURS):
         for rel, old, new in AWS_DRIVER_EDITS:
             path = root / rel
             text = path.read_text()
