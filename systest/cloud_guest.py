@@ -43,8 +43,9 @@ iface lo inet loopback
 
 # The test image's own settings for cloud-init (an AMI has its own; these only keep a
 # minimal image from failing modules that need what it leaves out: no sudo, no
-# resize2fs, no ssh-keygen, no locales (22.4's locale module fails without them)). No datasource_list: ds-identify chooses Ec2 from DMI as
-# on EC2 (Debian's list names every datasource).
+# resize2fs, no ssh-keygen, no locales: 22.4's locale module fails without them).
+# No datasource_list: ds-identify chooses Ec2 from DMI as on EC2 (Debian's list names
+# every datasource).
 CLOUD_CFG = """\
 users: []
 locale: false
