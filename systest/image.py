@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from systest import peer, rhel_guest
+from systest import cloud_guest, peer, rhel_guest
 from systest.aptsource import SUITES, apt_mirror
 from systest.guest_files import (
     AGENT_GUEST_PATH,
@@ -80,6 +80,13 @@ FLAVOUR_PACKAGES: dict[str, tuple[str, ...]] = {
     "aws": ("amazon-ec2-net-utils", "systemd-resolved"),
     "aws274": ("curl", "systemd-resolved"),
     "ifcfg": rhel_guest.PACKAGES,
+    # As the AMIs have them (cloud_guest.py): cloud-init's EC2 datasource renders the
+    # primary, through netplan into networkd (Ubuntu, Debian 13's images) or into
+    # ifupdown (Debian 12's images).
+    "netplan": cloud_guest.NETPLAN_PACKAGES,
+    "ifupdown": cloud_guest.IFUPDOWN_PACKAGES,
+    # the netplan guest plus AWS's release 2.7.4 (the benchmark's column beside ec2net)
+    "netplan274": (*cloud_guest.NETPLAN_PACKAGES, "curl", "systemd-resolved"),
 }
 # The network manager each flavour runs.
 FLAVOUR_MANAGER = {
@@ -88,6 +95,9 @@ FLAVOUR_MANAGER = {
     "aws": "networkd",
     "aws274": "networkd",
     "ifcfg": "ifcfg",
+    "netplan": "networkd",
+    "ifupdown": "netlink",  # no manager: ifupdown's dhclient is no daemon ec2net defers to
+    "netplan274": "networkd",
 }
 VARIANTS = tuple(f"{suite}-{flavour}" for suite in SUITES for flavour in FLAVOUR_PACKAGES)
 # Where ec2net runs in the system tier: both releases, both managers.
@@ -96,6 +106,10 @@ EC2NET_VARIANTS = (
     *(f"{suite}-{m}" for suite in SUITES for m in ("networkd", "nm")),
     "bookworm-ifcfg",
 )
+# Guests that boot like the AMIs people use: cloud-init from the simulated IMDS.
+CLOUD_INIT_VARIANTS = cloud_guest.VARIANTS
+# Flavours with AWS's release 2.7.4 (peer.py): built for the benchmark only.
+AWS274_FLAVOURS = ("aws274", "netplan274")
 
 
 def split_variant(variant: str) -> tuple[str, str]:
@@ -326,12 +340,13 @@ def variant_key(variant: str) -> str:
         Path(__file__).with_name("guest_files.py").read_text(),
         _agent_source().read_text(),
         _tools_source().read_text(),
-        *([peer.tree_digest(peer.peer_dir())] if flavour == "aws274" else []),
+        *([peer.tree_digest(peer.peer_dir())] if flavour in AWS274_FLAVOURS else []),
         *(
             [Path(rhel_guest.__file__).read_text(), rhel_guest.scripts_digest()]
             if flavour == "ifcfg"
             else []
         ),
+        *([Path(cloud_guest.__file__).read_text()] if flavour in cloud_guest.FLAVOURS else []),
     )
 
 
@@ -381,19 +396,21 @@ def _configure(root: Path, variant: str, key: str, log_file: Path) -> None:
     # resort, and the guest is reachable only from its own test namespace.
     _chroot(root, ["passwd", "-d", "root"], log_file)
 
-    if flavour == "aws274":
+    if flavour in AWS274_FLAVOURS:
         peer.make_install(peer.peer_dir(), root, log_file)
         _chroot(root, ["systemctl", "enable", "systemd-resolved.service"], log_file)
-    if flavour in ("aws", "aws274"):
+    if flavour in ("aws", *AWS274_FLAVOURS):
         for rel, old, new in AWS_DRIVER_EDITS:
             path = root / rel
             text = path.read_text()
             if old not in text:
                 raise BuildError(f"{rel}: {old!r} not found; the package changed")
             path.write_text(text.replace(old, new))
-    if FLAVOUR_MANAGER[flavour] == "networkd":
+    if FLAVOUR_MANAGER[flavour] == "networkd" and flavour not in cloud_guest.FLAVOURS:
         _write(root, "etc/systemd/network/10-systest-primary.network", NETWORKD_PRIMARY)
         _chroot(root, ["systemctl", "enable", "systemd-networkd.service"], log_file)
+    elif flavour in cloud_guest.FLAVOURS:
+        cloud_guest.configure(root, flavour, lambda argv: _chroot(root, argv, log_file))
     elif flavour == "ifcfg":
         rhel_guest.install(root)
         _chroot(root, ["systemctl", "enable", rhel_guest.UNIT], log_file)
@@ -534,7 +551,7 @@ def prune(cache: Optional[Path] = None, log: Log = _stderr_log) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Build the system-test guest images.")
-    parser.add_argument("variants", nargs="*", default=list(EC2NET_VARIANTS))
+    parser.add_argument("variants", nargs="*", default=[*EC2NET_VARIANTS, *CLOUD_INIT_VARIANTS])
     parser.add_argument("--prune", action="store_true", help="drop stale cache entries")
     args = parser.parse_args(argv)
     if args.prune:

@@ -137,6 +137,8 @@ class Vm:
     smp: int = 2
     memory_mib: int = 1024
     extra_append: str = ""
+    # More QEMU arguments, e.g. `-smbios` for a DMI identity (cloud_guest.smbios_args).
+    extra_args: tuple[str, ...] = ()
     # False: a guest reboot ends QEMU (a panic loop cannot spin). True for tests that
     # reboot; QEMU keeps hot-plugged devices and the snapshot across the reset.
     allow_reboot: bool = False
@@ -175,6 +177,7 @@ class Vm:
             argv.append("-no-reboot")
         argv += ["-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd)]
         argv += ["-append", f"{KERNEL_APPEND} {self.extra_append}".strip()]
+        argv += list(self.extra_args)
         argv += ["-chardev", f"file,id=console,path={self.console_log}"]
         argv += ["-serial", "chardev:console"]
         argv += [

@@ -29,6 +29,7 @@ from ec2sim import probe
 from ec2sim.fabric import Fabric
 from ec2sim.netns import cleanup_orphans, proc_start_time, write_sysctls
 from ec2sim.world import Eni, Subnet, World
+from systest import cloud_guest
 from systest.agent import Agent
 from systest.guest_files import ECHO_PORT, GUEST_TOOLS_PATH
 from systest.image import Image
@@ -169,7 +170,11 @@ class VpcGuest:
         cleanup_orphans(LABEL)  # worlds (and their QEMU) of crashed earlier runs
         try:
             self.fabric.start()
-            primary = self.fabric.world.primary()
+            world = self.fabric.world
+            primary = world.primary()
+            extra: tuple[str, ...] = ()
+            if cloud_guest.is_cloud_init(self.image.variant):
+                extra = tuple(cloud_guest.smbios_args(world.instance_id, world.instance_type))
             self.vm = Vm(
                 self.image,
                 self.fabric.router_ns,
@@ -177,6 +182,7 @@ class VpcGuest:
                 self.fabric.tap_of(primary.mac),
                 primary.mac,
                 allow_reboot=True,
+                extra_args=extra,
             )
             self.vm.start()
             # recorded with the world: a crashed run's QEMU is ended by pid with it

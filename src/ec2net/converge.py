@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
-from ec2net import cancel, foreign
+from ec2net import cancel, cloudinit, foreign
 from ec2net import verify as verifier
 from ec2net.backends.base import Backend
 from ec2net.diff import Delta, changeset
@@ -150,6 +150,17 @@ def check_foreign(
             # nothing in it can be told apart (and before, nothing of ours is there).
             theirs = frozenset()
         found = replace(t, theirs=theirs)
+        # cloud-init's policy routing for the ENI (its own table): always taken over,
+        # since cloud-init is kept from configuring the ENI again (cloudinit.py).
+        assert t.plan is not None
+        ci = snap.cloud_init_of(t.ifname, (a.address.ip for a in t.plan.addresses))
+        if ci:
+            log.info(
+                "%s: taking over from %s: %s", t.ifname, cloudinit.TOOL,
+                "; ".join(foreign.summary(ci)),
+            )  # fmt: skip
+            if not theirs or t.take_over or claimed:
+                found = replace(found, theirs=theirs | ci, take_over=True)
         (left if theirs and not t.take_over and not claimed else ok).append(found)
     return ok, left
 
@@ -394,7 +405,16 @@ class Converger:
 
 
 def _result(t: Target, changes: ChangeSet) -> Result:
-    mine = ChangeSet(tuple(c for c in changes.changes if owns(c.obj, t.table, t.ifname)))
+    # and the other tool's objects this target takes over (cloud-init's are in its own
+    # table, not the ENI's)
+    theirs = {x.obj for x in t.theirs}
+    mine = ChangeSet(
+        tuple(
+            c
+            for c in changes.changes
+            if owns(c.obj, t.table, t.ifname) or (c.theirs and c.obj in theirs)
+        )
+    )
     if t.removing:
         return Result(t.ifname, Action.REMOVED, mine)
     return Result(t.ifname, Action.CONFIGURED if mine else Action.UNCHANGED, mine)

@@ -71,7 +71,7 @@ def target_delta(
     # Theirs still there. Ours carry our protocol, except under a manager that adds
     # them with its own: there an object equal to the plan counts as ours.
     planned = t.plan.objects() if adds_own_objects else frozenset()
-    still = {x for x in t.theirs & snap.theirs_of(t.table) if x.obj not in planned}
+    still = {x for x in t.theirs & snap.theirs if x.obj not in planned}
     replaced = foreign.replaced(still, t.plan.routes)
     keys = {r.key for r in replaced}
     takes_place = [o for o in d.add if isinstance(o, RouteSpec) and o.key in keys]

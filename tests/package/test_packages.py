@@ -110,6 +110,7 @@ def test_rpm_installs_everything(dist: Path, rpmdb: Path) -> None:
         assert f"/usr/lib/systemd/system/{unit}" in files
     assert "/usr/lib/udev/rules.d/81-ec2net.rules" in files
     assert "/usr/lib/systemd/networkd.conf.d/80-ec2net.conf" in files
+    assert "/etc/cloud/cloud.cfg.d/90-ec2net.cfg" in files
     assert "/usr/lib/systemd/system-preset/80-ec2net.preset" in files
     assert "/etc/ec2net/ec2net.toml" in files
     for page in MAN_PAGES:
@@ -232,6 +233,7 @@ def test_deb_installs_everything(dist: Path) -> None:
         assert f"/lib/systemd/system/{unit}" in files
     assert "/lib/udev/rules.d/81-ec2net.rules" in files
     assert "/usr/lib/systemd/networkd.conf.d/80-ec2net.conf" in files
+    assert "/etc/cloud/cloud.cfg.d/90-ec2net.cfg" in files
     assert "/etc/ec2net/ec2net.toml" in files
     for page in MAN_PAGES:
         assert f"/usr/share/man/{page}.gz" in files, page

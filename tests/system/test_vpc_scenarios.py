@@ -23,7 +23,7 @@ from typing import Optional
 import pytest
 
 from systest import harness, install, scenarios
-from systest.image import EC2NET_VARIANTS, ensure_image, manager_of
+from systest.image import CLOUD_INIT_VARIANTS, EC2NET_VARIANTS, ensure_image, manager_of
 from systest.vpc import (
     IPV6_ONLY_SUBNET,
     OTHER_SUBNET_MAC,
@@ -48,7 +48,9 @@ def _ms(seconds: Optional[float]) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
-@pytest.fixture(scope="module", params=EC2NET_VARIANTS)
+# The cloud-init guests (cloud_guest.py) run the set too, under `make systemtest` only
+# (conftest.py marks them `extended`).
+@pytest.fixture(scope="module", params=(*EC2NET_VARIANTS, *CLOUD_INIT_VARIANTS))
 def guest(
     request: pytest.FixtureRequest, qemu_available: None, ec2net_package: install.Package
 ) -> Iterator[VpcGuest]:

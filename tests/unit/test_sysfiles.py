@@ -99,7 +99,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 def test_install_is_idempotent(tmp_path: Path) -> None:
-    assert len(install(tmp_path, ("ena",), "/usr/bin")) == len(UNITS) + 2  # + rule, conf
+    assert len(install(tmp_path, ("ena",), "/usr/bin")) == len(UNITS) + 3  # + rule, confs
     assert install(tmp_path, ("ena",), "/usr/bin") == []
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Optional
 
+from ec2net import cloudinit
 from ec2net.backends import netlink_batch as nb
 from ec2net.backends.base import ApplyReport
 from ec2net.backends.netlink_events import ra_default_router
@@ -298,7 +299,7 @@ class NetlinkBackend:
                 # Managed: a network manager added our routes with its own protocol.
                 if ours or (self.managed and in_eni_table):
                     routes.add(route)
-                if not ours and in_eni_table:
+                if not ours and (in_eni_table or cloudinit.is_table(route.table)):
                     theirs.add(Theirs(route, proto))
         rules, their_rules = self._rules()
         return Snapshot(
@@ -376,7 +377,12 @@ class NetlinkBackend:
                 # Managed: a network manager added our rules with its own protocol.
                 if proto == RTPROT_EC2NET or (self.managed and eni_table is not None):
                     ours.add(rule)
-                if proto is not None and proto != RTPROT_EC2NET and eni_table is not None:
+                elsewhere = eni_table is None and cloudinit.is_table(rule.table)
+                if (
+                    proto is not None
+                    and proto != RTPROT_EC2NET
+                    and (eni_table is not None or elsewhere)
+                ):
                     theirs.add(Theirs(rule, int(proto)))
         return ours, theirs
 
