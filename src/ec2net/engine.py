@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
-from ec2net import othertools
+from ec2net import cloudinit, othertools
 from ec2net.backends.base import Backend
 from ec2net.config import Settings
 from ec2net.converge import Action, Converger, Outcome, Result
@@ -66,6 +66,7 @@ class Engine:
             store,
             settings.lock_timeout,
             lambda ifname, table, theirs: othertools.recognise(root, ifname, table, theirs),
+            lambda: othertools.host(root, cloudinit.DROPIN).exists(),
         )
 
     # --- facts -----------------------------------------------------------------------

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-from ec2net import foreign
+from ec2net import cloudinit, foreign
 from ec2net.foreign import Theirs
 from ec2net.model import TABLE_BASE, TABLE_MAIN, RouteSpec
 from ec2net.render import is_ours
@@ -134,7 +134,10 @@ def find(root: Path, ifname: str) -> list[Found]:
 
 def recognise(root: Path, ifname: str, table: int, theirs: Iterable[Theirs]) -> Optional[str]:
     """Whose objects these are, from their shape and the files beside them, or None."""
-    rules = foreign.rules(theirs)
+    found = list(theirs)
+    if any(cloudinit.is_table(t.obj.table) for t in found):
+        return cloudinit.TOOL
+    rules = foreign.rules(found)
     if any(r.priority == table for r in rules) or find_2x(root, ifname):
         return AWS_2X
     eth = _ETH.fullmatch(ifname)

@@ -13,6 +13,7 @@ from ec2net.diff import changeset
 from ec2net.foreign import Theirs
 from ec2net.model import Family, Op, RouteSpec, RuleSpec, Scope
 from ec2net.snapshot import Snapshot
+from ec2net.targets import Target
 from ec2net.verify import remaining, target_delta
 from tests.unit.test_foreign import LINK, STATIC, TWO_X, net, snapshot, target
 
@@ -74,21 +75,35 @@ def test_snapshot_finds_them_only_outside_eni_tables() -> None:
     assert snap.theirs_of(CI_TABLE) == frozenset()
 
 
+def kept_off(
+    targets: list[Target], snap: Snapshot, *, adds_own_objects: bool
+) -> tuple[list[Target], list[Target]]:
+    """check_foreign where ec2net's drop-in keeps cloud-init to the primary."""
+    return check_foreign(
+        targets, snap, adds_own_objects=adds_own_objects, cloud_init_kept_off=True
+    )
+
+
+def test_left_to_cloud_init_while_it_would_configure_the_eni_again() -> None:
+    ok, left = check_foreign([target()], snapshot(CLOUD_INIT | OTHERS), adds_own_objects=False)
+    assert ok == [] and left[0].theirs == CLOUD_INIT and not left[0].take_over
+
+
 def test_taken_over_without_being_asked() -> None:
     snap = snapshot(CLOUD_INIT | OTHERS)
-    ok, left = check_foreign([target()], snap, adds_own_objects=False)
+    ok, left = kept_off([target()], snap, adds_own_objects=False)
     assert left == [] and ok[0].take_over and ok[0].theirs == CLOUD_INIT
     # another tool in the ENI's own table still leaves the ENI alone (no take-over)
-    ok, left = check_foreign([target()], snapshot(CLOUD_INIT | TWO_X), adds_own_objects=False)
+    ok, left = kept_off([target()], snapshot(CLOUD_INIT | TWO_X), adds_own_objects=False)
     assert ok == [] and left[0].theirs == TWO_X and not left[0].take_over
     # nothing of cloud-init's: an ordinary converge
-    ok, _ = check_foreign([target()], snapshot(OTHERS), adds_own_objects=False)
+    ok, _ = kept_off([target()], snapshot(OTHERS), adds_own_objects=False)
     assert not ok[0].take_over and ok[0].theirs == frozenset()
 
 
 def test_ours_first_then_cloud_init_deleted() -> None:
     snap = snapshot(CLOUD_INIT | OTHERS)
-    t = check_foreign([target()], snap, adds_own_objects=False)[0][0]
+    t = kept_off([target()], snap, adds_own_objects=False)[0][0]
     changes = changeset(target_delta(t, snap, adds_own_objects=False)).changes
     first_release = next(i for i, c in enumerate(changes) if c.op is Op.DEL)
     assert all(c.op is Op.DEL and c.theirs for c in changes[first_release:])
@@ -101,7 +116,7 @@ def test_ours_first_then_cloud_init_deleted() -> None:
 
 def test_verify_until_cloud_init_is_gone() -> None:
     snap = snapshot(CLOUD_INIT)
-    t = check_foreign([target()], snap, adds_own_objects=True)[0][0]
+    t = kept_off([target()], snap, adds_own_objects=True)[0][0]
     left = remaining(t, snap, adds_own_objects=True)
     assert {c.obj for c in left.changes if c.op is Op.DEL} == {x.obj for x in CLOUD_INIT}
     plan = t.plan

@@ -1,7 +1,9 @@
 """cloud-init's own policy routing of a secondary ENI (cloud-init >= 24.1 rendering
-through netplan into networkd), replayed in the simulated VPC: ec2net takes the ENI
-over without being asked and without a failed probe, deletes cloud-init's rules and
-table routes once its own are in, and leaves any other program's table alone.
+through netplan into networkd), replayed in the simulated VPC: where ec2net's drop-in
+keeps cloud-init to the primary, ec2net takes the ENI over without being asked and
+without a failed probe, deletes cloud-init's rules and table routes once its own are
+in, and leaves any other program's table alone; without the drop-in (cloud-init would
+configure the ENI again) it leaves the ENI to cloud-init and says so.
 
 The replay is what networkd makes of cloud-init's netplan configuration for the ENI
 (measured on the trixie-netplan guest, tests/system/test_cloud_init.py): the DHCP
@@ -15,9 +17,11 @@ priority the kernel picks (protocol static), and the DHCP routes in main with me
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from ec2net.cloudinit import DROPIN, DROPIN_TEXT
 from ec2sim.probe import ProbeLoop
 from ec2sim.world import Eni
 from tests.world.conftest import Instance
@@ -59,9 +63,28 @@ def cloud_init_state(inst: Instance) -> list[str]:
 
 
 @pytest.fixture
-def inst(instance: Instance) -> Instance:
-    instance.write_config(backend={"name": "netlink"})
+def inst(instance: Instance, tmp_path: Path) -> Instance:
+    """files_root holds ec2net's drop-in for cloud-init, as the packages install it."""
+    root = tmp_path / "root"
+    (root / DROPIN.parent.relative_to("/")).mkdir(parents=True)
+    (root / DROPIN.relative_to("/")).write_text(DROPIN_TEXT)
+    instance.write_config(backend={"name": "netlink", "files_root": str(root)})
     return instance
+
+
+def test_without_the_drop_in_the_eni_is_left_to_cloud_init(instance: Instance) -> None:
+    eni = instance.fabric.attach(SECOND, "eth1")
+    replay_cloud_init(instance, eni)
+    before = cloud_init_state(instance)
+    up = instance.ec2net("up", "eth1", check=False)
+    assert up.returncode == 2 and "by their shape cloud-init's" in up.stderr, up.stderr
+    assert cloud_init_state(instance) == before
+    [row] = json.loads(instance.ec2net("status", "--json").stdout)
+    assert row["state"] == "foreign" and row["foreign_tool"] == "cloud-init", row
+    # asked to, it takes the ENI over all the same
+    instance.ec2net("up", "--take-over", "eth1")
+    assert cloud_init_state(instance) == []
+    assert answering(instance, eni) == addrs(eni)
 
 
 def test_cloud_init_eni_taken_over_without_a_failed_probe(inst: Instance) -> None:
