@@ -201,7 +201,13 @@ def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    from ec2net import journal  # noqa: PLC0415
+
+    to_journal = journal.handler()  # under systemd: the ENI as journal fields too
+    if to_journal is not None:
+        logging.basicConfig(level=level, handlers=[to_journal])
+    else:
+        logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
 
 
 class _Context:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
-from ec2net import cancel, cloudinit, foreign
+from ec2net import cancel, cloudinit, foreign, journal
 from ec2net import verify as verifier
 from ec2net.backends.base import Backend
 from ec2net.diff import Delta, changeset
@@ -223,6 +223,9 @@ class Converger:
                 for w in wants
                 if not (w.requires_record and w.mac not in fresh)
             ]
+            for t in resolved:  # the ENI's journal fields, from here on
+                eni_id = t.plan.eni_id if t.plan else t.record.eni_id if t.record else ""
+                journal.remember(t.ifname, t.mac, eni_id)
             adds_own = self.backend.adds_own_objects
             targets, refused = check_tables(resolved, records, snap)
             for t, err in refused:

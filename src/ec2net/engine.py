@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
-from ec2net import cloudinit, othertools
+from ec2net import cloudinit, journal, othertools
 from ec2net.backends.base import Backend
 from ec2net.config import Settings
 from ec2net.converge import Action, Converger, Outcome, Result
@@ -164,6 +164,7 @@ class Engine:
                 return Result(ifname, Action.UNCHANGED, detail="configured moments ago")
             if skip is None:
                 eni = self._wait(link.mac, link.index)
+                journal.remember(ifname, eni.mac, eni.eni_id)
                 skip = eni_skip(eni, self.settings, self.backend)
             if skip is not None:
                 if record is None:

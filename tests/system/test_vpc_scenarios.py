@@ -132,6 +132,9 @@ def test_hotplug_and_unplug(guest: VpcGuest, booted_with_enis: scenarios.BootWit
         asked = _unit_asked(guest, unit)
         if asked != ("no", "0"):
             problems.append(f"{unit}: condition, main pid {asked} (udev rule, daemon ready)")
+        found = _journal_lines(guest, plugged.eni.eni_id)
+        if not any(ln.get("EC2NET_IFNAME") == plugged.ifname for ln in found):
+            problems.append(f"journalctl EC2NET_ENI_ID={plugged.eni.eni_id}: {found[:3]}")
         mtu = guest.link_mtus().get(plugged.eni.mac)
         if mtu != VPC_MTU:
             problems.append(f"{plugged.ifname}: MTU {mtu}, not the primary's {VPC_MTU}")
@@ -155,6 +158,13 @@ def test_hotplug_and_unplug(guest: VpcGuest, booted_with_enis: scenarios.BootWit
     assert problems == [], "\n".join([*problems, scenarios.guest_state(guest, UNITS)])
     # and the ENIs that stay are still fine
     assert guest.unreachable(guest.all_addresses()) == []
+
+
+def _journal_lines(guest: VpcGuest, eni_id: str) -> list[dict[str, str]]:
+    """ec2net's journal lines about one ENI, found by its journal field."""
+    argv = ["journalctl", "-b", "-o", "json", f"EC2NET_ENI_ID={eni_id}"]
+    out = guest.agent.run(argv, timeout=30).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 def _unit_asked(guest: VpcGuest, unit: str, timeout: float = 30.0) -> tuple[str, str]:
