@@ -448,6 +448,8 @@ def _configure(root: Path, variant: str, key: str, log_file: Path) -> None:
         rhel_guest.install(root, primary_ifname(variant), rhel_guest.NETWORK_1X)
         rpm = peer1x.stage(root, peer1x.build_rpm(cache_dir()))
         _chroot(root, [*peer1x.RPM_INSTALL, "-i", rpm], log_file)
+        for argv in peer1x.divert_dhclient():
+            _chroot(root, argv, log_file)
         _chroot(root, ["systemctl", "enable", rhel_guest.UNIT, *peer1x.ENABLED_UNITS], log_file)
         # On Amazon Linux 2 something always pulls network-online.target in at boot, so
         # ec2net-ifup@eth0 (After= it) finds the primary's dhclient running and skips.

@@ -105,6 +105,34 @@ UNIT_DROPIN = """\
 After=sys-subsystem-net-devices-%i.device
 """
 
+# 1.7.3 writes `supersede dhcp-server-identifier 255.255.255.255;` into each ENI's
+# dhclient-ethN.conf (broadcast requests for same-subnet ENIs). EC2's DHCP server
+# answers such a REQUEST; the simulated VPC's dnsmasq (authoritative) NAKs it ("wrong
+# server-ID") and dhclient loops. The guest's dhclient (diverted) reads that file
+# without that one line; everything else of the file and the command stands.
+DHCLIENT = "/usr/sbin/dhclient"
+DHCLIENT_REAL = "/usr/sbin/dhclient.distrib"
+DHCLIENT_WRAPPER = f"""\
+#!/bin/bash
+# systest: dhclient, less 1.7.3's `supersede dhcp-server-identifier` (see peer1x.py):
+# the simulated VPC's dnsmasq NAKs a REQUEST naming a server other than itself.
+args=()
+while (($#)); do
+    if [ "$1" = -cf ] && [ -n "${{2:-}}" ] &&
+        grep -qs '^supersede dhcp-server-identifier' "$2"; then
+        mkdir -p /run/systest-dhclient
+        conf=/run/systest-dhclient/${{2##*/}}
+        grep -v '^supersede dhcp-server-identifier' "$2" > "$conf"
+        args+=(-cf "$conf")
+        shift 2
+        continue
+    fi
+    args+=("$1")
+    shift
+done
+exec {DHCLIENT_REAL} "${{args[@]}}"
+"""
+
 # Amazon Linux 2 enables the boot scan by preset; the spec's %post does not.
 ENABLED_UNITS = ("ec2net-scan.service",)
 # What its scripts run that neither the base nor rhel_guest.PACKAGES has.
@@ -191,12 +219,22 @@ def stage(root: Path, rpm: Path) -> str:
         (ENTER_HOOK_PATH, ENTER_HOOK),
         (EXIT_HOOK_PATH, EXIT_HOOK),
         (UNIT_DROPIN_PATH, UNIT_DROPIN),
+        (f"{DHCLIENT}.systest", DHCLIENT_WRAPPER),
     ):
         target = root / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
-        target.chmod(0o644)
+        target.chmod(0o755 if text.startswith("#!") else 0o644)
     return f"{GUEST_PACKAGES}/{rpm.name}"
+
+
+def divert_dhclient() -> list[list[str]]:
+    """The chroot commands that put DHCLIENT_WRAPPER in dhclient's place (run after
+    `stage`, which writes the wrapper as DHCLIENT + '.systest')."""
+    return [
+        ["dpkg-divert", "--local", "--rename", "--divert", DHCLIENT_REAL, "--add", DHCLIENT],
+        ["mv", f"{DHCLIENT}.systest", DHCLIENT],
+    ]
 
 
 RPM_INSTALL = ("rpm", "--force-debian", "--nodeps")
