@@ -163,27 +163,35 @@ def eni_state(g: VpcGuest, p: Plugged) -> dict[str, Any]:
     for d in EXTRA_DIRS:
         args += ["--dir", d]
     state: dict[str, Any] = json.loads(g.tools(*args))
+    state["ifname"] = p.ifname
     return state
 
 
 _VOLATILE = ("valid_life_time", "preferred_life_time", "expires", "label")
 
 
-def _clean(item: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in item.items() if k not in _VOLATILE}, sort_keys=True)
+def _clean(item: dict[str, Any], ifname: str = "") -> str:
+    """One object as a stable string: lifetimes left out, the ENI's own interface name
+    (which a replug may change) as IF."""
+    out = {k: v for k, v in item.items() if k not in _VOLATILE}
+    for key in ("dev", "oif", "iif"):
+        if ifname and out.get(key) == ifname:
+            out[key] = "IF"
+    return json.dumps(out, sort_keys=True)
 
 
 def comparable(state: dict[str, Any]) -> dict[str, list[str]]:
     """The kernel objects of an ENI without lifetimes, link-local addresses and their
     routes: what a fresh configuration of the same ENI must equal."""
+    n = str(state.get("ifname", ""))
     return {
         "addrs": sorted(
-            _clean(a) for a in state["addrs"] if not str(a.get("local", "")).startswith("fe80:")
+            _clean(a, n) for a in state["addrs"] if not str(a.get("local", "")).startswith("fe80:")
         ),
-        "rules": sorted(_clean(r) for r in state["rules"]),
-        "routes": sorted(_clean(r) for r in state["routes"]),
+        "rules": sorted(_clean(r, n) for r in state["rules"]),
+        "routes": sorted(_clean(r, n) for r in state["routes"]),
         "main": sorted(
-            _clean(r) for r in state["main"] if not str(r.get("dst", "")).startswith("fe80:")
+            _clean(r, n) for r in state["main"] if not str(r.get("dst", "")).startswith("fe80:")
         ),
     }
 
