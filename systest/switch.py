@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -330,9 +331,23 @@ OLD_PACKAGE = "amazon-ec2-net-utils"
 PACKAGE = "ec2-net-utils"
 
 
+def replaces_old(package: install.Package) -> bool:
+    """Whether the package itself takes the old one's place (RPM Obsoletes, .deb
+    Conflicts); read on the host."""
+    if package.kind == "rpm":
+        argv = ["rpm", "-qp", "--obsoletes", str(package.path)]
+    else:
+        argv = ["dpkg-deb", "-f", str(package.path), "Conflicts"]
+    out = subprocess.run(argv, check=False, capture_output=True, text=True).stdout
+    return OLD_PACKAGE in out
+
+
 def upgrade_command(package: install.Package, guest_path: str) -> str:
     if package.kind == "rpm":
-        return f"rpm -U {' '.join(RPM_INSTALL[1:])} {shlex.quote(guest_path)}"
+        # without Obsoletes both packages would own ec2ifup.8.gz: the old one stays
+        # installed until it is erased by hand (see switch_to_ec2net)
+        extra = "" if replaces_old(package) else " --replacefiles"
+        return f"rpm -U {' '.join(RPM_INSTALL[1:])}{extra} {shlex.quote(guest_path)}"
     return (
         "apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold "
         + shlex.quote(guest_path)
@@ -391,7 +406,7 @@ def switch_to_ec2net(
     res = _sh(g, command)
     command_s = time.monotonic() - t0
     probe.mark("package installed")
-    by_hand: list[str] = []
+    by_hand: list[str] = [] if replaces_old(package) else [f"{command} (not replacing the old)"]
     if res.ok:
         # Until the packages run the switch themselves (pkg branch), do their steps.
         if old_installed(g, package):
