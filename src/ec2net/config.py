@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from ec2net import backends
+from ec2net import backend_names
 from ec2net.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -108,7 +108,7 @@ def _endpoints(v: Any) -> Optional[str]:
 
 
 def _backend(v: Any) -> Optional[str]:
-    names = ("auto", *(d.name for d in backends.DESCRIPTORS))
+    names = ("auto", *(d.name for d in backend_names.ALL))
     return None if v in names else f"must be one of {', '.join(names)}"
 
 
@@ -267,7 +267,7 @@ SCHEMA: tuple[Field, ...] = (
         "str",
         "How changes are applied: auto (the network manager that runs here, else "
         "netlink), or one of "
-        + ", ".join(f"{d.name} ({d.title})" for d in backends.DESCRIPTORS)
+        + ", ".join(f"{d.name} ({d.title})" for d in backend_names.ALL)
         + ".",
         _backend,
     ),
@@ -293,7 +293,7 @@ SCHEMA: tuple[Field, ...] = (
         "settle_timeout",
         "number",
         "Seconds to wait for "
-        + " or ".join(d.title for d in backends.DESCRIPTORS if d.settles)
+        + " or ".join(d.title for d in backend_names.ALL if d.settles)
         + " to apply rendered files.",
         _positive,
     ),

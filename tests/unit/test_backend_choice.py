@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ec2net import backends, config
+from ec2net import backend_names, backends, config
+from ec2net.backend_names import BackendName
 from ec2net.backends import (
     DESCRIPTORS,
     NAMES,
@@ -90,12 +91,18 @@ def test_config_and_cli_take_the_descriptors_names() -> None:
     assert list(choices or ()) == [d.name for d in file_backends()]
 
 
+def test_the_names_config_reads_are_the_registrys() -> None:
+    """config.py reads backend_names (it cannot import the registry): the same list."""
+    assert tuple(d.known for d in DESCRIPTORS) == backend_names.ALL
+
+
 def test_a_new_backend_is_one_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Config validation, the CLI and auto-detection follow a new entry by themselves."""
     ifcfg = by_name("ifcfg")
-    new = replace(ifcfg, name="wicked", title="SUSE wicked", priority=40,
-                  available=lambda f: "wickedd" in f.running)  # fmt: skip
+    wicked = BackendName("wicked", "SUSE wicked")
+    new = replace(ifcfg, known=wicked, priority=40, available=lambda f: "wickedd" in f.running)
     monkeypatch.setattr(backends, "DESCRIPTORS", (*DESCRIPTORS, new))
+    monkeypatch.setattr(backend_names, "ALL", (*backend_names.ALL, wicked))
     assert config.parse({"backend": {"name": "wicked"}}, "x.toml") == {"backend": "wicked"}
     assert choose(Facts(frozenset({"wickedd", "NetworkManager"}), False)) == "wicked"
     assert choose(Facts(frozenset({"NetworkManager"}), False)) == "nm"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ec2net.backend_names import BackendName
 from ec2net.backends import by_name
 from ec2net.backends.activators import Activation, Kernel
 from ec2net.backends.base import ApplyReport
@@ -185,7 +186,7 @@ def test_managed_objects_without_our_protocol_are_removed(
                 "protocol", "static")  # fmt: skip
     before = instance.ip("rule", "show")
     settings = replace(load(instance.env()), settle_timeout=5.0)
-    descriptor = replace(by_name("networkd"), name="fake-networkd")
+    descriptor = replace(by_name("networkd"), known=BackendName("fake-networkd", "a stand-in"))
 
     def run(verb: str) -> None:
         def body() -> None:

@@ -4,15 +4,16 @@ A backend applies a ChangeSet to the system. `netlink` talks to the kernel direc
 file backends (ifcfg, networkd, nm) render the same desired state for the manager that
 owns the links (files.py). Config validation, the CLI (`render --backend`), the man
 pages and auto-detection all read `DESCRIPTORS`: a new backend is its renderer module
-(plus an activator) and one entry here.
+(plus an activator), its name in backend_names.py and one entry here.
 
 `auto` takes the best available: a running NetworkManager, else a running
 systemd-networkd, else RHEL network-scripts, else netlink. A manager that runs owns the
 links: netlink objects written underneath it would be wiped (networkd drops foreign
 rules) or fought over.
 
-Only light modules are imported here (config.py reads this registry); pyroute2 and the
-activators load when a backend is opened.
+Names and titles live in backend_names.py, which config.py reads (it must not import
+this registry: the registry reads the configuration). pyroute2 and the activators load
+when a backend is opened.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ec2net import backend_names as known
 from ec2net.backends import ifnames
 from ec2net.backends.descriptor import Descriptor, Facts
 from ec2net.errors import ConfigError
@@ -61,8 +63,7 @@ def _nm_activator(settings: Settings) -> Activator:
 
 DESCRIPTORS: tuple[Descriptor, ...] = (
     Descriptor(
-        "nm",
-        "NetworkManager",
+        known.NM,
         30,
         lambda f: NM_COMM in f.running,
         nm.render,
@@ -70,26 +71,22 @@ DESCRIPTORS: tuple[Descriptor, ...] = (
         mode=0o600,  # NetworkManager ignores keyfiles readable by others
         activator=_nm_activator,
         adds_own_objects=True,  # e.g. fe80::/64 in the ENI's table
-        settles=True,
         name_problem=ifnames.keyfile,
     ),
     Descriptor(
-        "networkd",
-        "systemd-networkd",
+        known.NETWORKD,
         20,
         lambda f: NETWORKD_COMM in f.running,
         networkd.render,
         (networkd.DIR,),
         activator=_networkd_activator,
         adds_own_objects=True,  # its rules carry its own protocol
-        settles=True,
         # The name is only part of our file name; the file matches by MAC.
         name_problem=ifnames.kernel,
     ),
     Descriptor(
         # RHEL 8 runs NetworkManager, which reads ifcfg files itself: nm wins there.
-        "ifcfg",
-        "RHEL network-scripts",
+        known.IFCFG,
         10,
         lambda f: f.network_scripts and NM_COMM not in f.running,
         ifcfg.render,
@@ -102,11 +99,10 @@ DESCRIPTORS: tuple[Descriptor, ...] = (
         # files at boot: nothing of the manager's own to tolerate. dhclient's primary
         # address (ifcfg_dhcp) is a planned object; its main-table prefix route is not
         # ours by protocol.
-        adds_own_objects=False,
-        settles=False,  # applied synchronously over netlink
+        adds_own_objects=False,  # and it does not settle: applied synchronously
         name_problem=ifnames.network_scripts,
     ),
-    Descriptor("netlink", "the kernel, over rtnetlink", 0, lambda f: True, primary_ok=True),
+    Descriptor(known.NETLINK, 0, lambda f: True, primary_ok=True),
 )
 
 NAMES: tuple[str, ...] = tuple(d.name for d in DESCRIPTORS)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Callable, Optional
 
+from ec2net.backend_names import BackendName
 from ec2net.backends import ifnames
 from ec2net.errors import UnsupportedInterfaceName
 from ec2net.render import Renderer
@@ -30,8 +31,7 @@ class Facts:
 
 @dataclass(frozen=True)
 class Descriptor:
-    name: str  # backend.name, `render --backend`
-    title: str  # what it drives, for the docs and messages
+    known: BackendName  # name, title and whether it settles (backend_names.py)
     priority: int  # `auto` takes the available one with the highest
     available: Callable[[Facts], bool]
     # File backends only (None: the kernel alone, over netlink).
@@ -49,12 +49,23 @@ class Descriptor:
     # ours are recognised by table) and may come with extras of its own (so verify
     # judges only what must be added).
     adds_own_objects: bool = False
-    # The manager applies on its own time: the engine waits up to
-    # backend.settle_timeout for the kernel to show the plan. False: apply is done
-    # when it returns (no wait).
-    settles: bool = False
     # Why an interface name cannot be given to this manager, or None.
     name_problem: ifnames.NameCheck = ifnames.kernel
+
+    @property
+    def name(self) -> str:
+        return self.known.name
+
+    @property
+    def title(self) -> str:
+        return self.known.title
+
+    @property
+    def settles(self) -> bool:
+        """The manager applies on its own time: the engine waits up to
+        backend.settle_timeout for the kernel to show the plan. False: apply is done
+        when it returns (no wait)."""
+        return self.known.settles
 
     @property
     def writes_files(self) -> bool:
