@@ -178,6 +178,11 @@ def _clean(item: dict[str, Any], ifname: str = "") -> str:
     for key in ("dev", "oif", "iif"):
         if ifname and out.get(key) == ifname:
             out[key] = "IF"
+    # the router's link-local address of an RA changes with its port (a replug makes a
+    # new tap); the VPC's fixed fe80:ec2::1 stays as it is
+    gw = str(out.get("gateway", ""))
+    if gw.startswith("fe80:") and gw != "fe80:ec2::1":
+        out["gateway"] = "RA-ROUTER"
     return json.dumps(out, sort_keys=True)
 
 
@@ -240,7 +245,13 @@ def old_tool_left(kind: str, p: Plugged, state: dict[str, Any]) -> list[str]:
         # the ifcfg backend marks every rule and table route it makes
         left += [f"rule {_clean(r)}" for r in state["rules"] if _proto(r) != ours]
         left += [f"route {_clean(r)}" for r in state["routes"] if _proto(r) != ours]
-    left += [f"main default {_clean(r)}" for r in state["main"] if r.get("dst") == "default"]
+    # a main-table default on the ENI (1.x: `metric 1000N`); the kernel's RA default
+    # route (protocol ra) is the link's own, there with any tool
+    left += [
+        f"main default {_clean(r)}"
+        for r in state["main"]
+        if r.get("dst") == "default" and _proto(r) != "ra"
+    ]
     left += [f"dhclient {d}" for d in state["dhclients"]]
     old_units = ("ec2net-ifup@",) if kind == "1x" else ("policy-routes@", "refresh-policy-routes@")
     left += [f"unit {u}" for u in state["units"] if u.startswith(old_units)]

@@ -105,6 +105,11 @@ def test_switch_with_traffic_flowing(guest: VpcGuest, switched: switch.Switched)
     )
     for line in r.probe.failures():
         print(f"  {line}")
+    print(
+        f"  status {[(row.get('interface'), row.get('state')) for row in r.status]}; "
+        f"old tool left {r.old_left or 'nothing'}; expiring {r.expiring or 'none'}; "
+        f"not answering {r.missing or 'none'}"
+    )
     assert r.rc == 0, r.output
     assert r.by_hand == [], f"the package did not switch by itself: {r.by_hand}"
     assert r.settle_s is not None, r.status
