@@ -12,6 +12,7 @@ import ipaddress
 import socket
 import struct
 import threading
+import time
 from typing import Optional, Union
 
 from ec2sim.netns import run_in_netns
@@ -161,3 +162,63 @@ def transfer(ns: str, addr: AnyAddr, payload: bytes, port: int = ECHO_PORT) -> t
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
         snd_mss = struct.unpack_from("I", info, 16)[0]  # struct tcp_info: tcpi_snd_mss
     return bytes(got) == payload, snd_mss
+
+
+class ProbeLoop:
+    """Probes every address from `ns` all along (one thread per address, a new TCP
+    connection every `every` seconds), for a switch that must keep every address
+    answering: per address the probes sent, those that failed, and the longest time
+    between two answers (a failed probe's `timeout` included)."""
+
+    def __init__(
+        self,
+        ns: str,
+        addrs: list[str],
+        port: int = ECHO_PORT,
+        *,
+        every: float = 0.05,
+        timeout: float = 1.0,
+    ) -> None:
+        self.ns = ns
+        self.port = port
+        self.every = every
+        self.timeout = timeout
+        self.sent = dict.fromkeys(addrs, 0)
+        self.failed = dict.fromkeys(addrs, 0)
+        self.longest_gap = dict.fromkeys(addrs, 0.0)
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(a,), name=f"probe-{a}", daemon=True)
+            for a in addrs
+        ]
+
+    def __enter__(self) -> ProbeLoop:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self, addr: str) -> None:
+        last = time.monotonic()
+        while not self._stop.is_set():
+            ok = probe(self.ns, addr, self.port, timeout=self.timeout)
+            now = time.monotonic()
+            self.sent[addr] += 1
+            if ok:
+                self.longest_gap[addr] = max(self.longest_gap[addr], now - last)
+                last = now
+            else:
+                self.failed[addr] += 1
+            self._stop.wait(self.every)
+        if self.failed[addr]:  # still failing at the end: the gap runs until now
+            self.longest_gap[addr] = max(self.longest_gap[addr], time.monotonic() - last)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(self.timeout + 2.0)
+
+    def failures(self) -> dict[str, int]:
+        return {a: n for a, n in self.failed.items() if n}

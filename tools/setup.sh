@@ -29,6 +29,9 @@ APT_PACKAGES=(
     make rpm debhelper dh-python pybuild-plugin-pyproject python3-all dpkg-dev lintian
     python3-setuptools python3-wheel python3-build python3-installer groff-base man-db
     systemd
+    # tests/package/test_replaces.py: dnf transactions (upgrade, Obsoletes, Conflicts)
+    # on scratch roots from a local repository
+    dnf createrepo-c
     # property-based unit tests (tests/unit/test_properties.py) under /usr/bin/python3
     python3-hypothesis
     # the real RHEL network-scripts in tests/world (ipcalc is ipcalc-ng on RHEL)

@@ -76,6 +76,13 @@ class _Parser(argparse.ArgumentParser):
         return ""
 
 
+TAKE_OVER_HELP = (
+    "if another tool's routes and rules hold the ENI's table (amazon-ec2-net-utils, "
+    "say), replace them with ec2net's instead of leaving the ENI to it; ec2net's rules go "
+    "in before theirs go, so replies keep their path"
+)
+
+
 def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -99,12 +106,26 @@ def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
         help="nothing to do if ec2net configured this very link (same ifindex) within "
         "SECONDS: another trigger (the watch daemon) just did, so IMDS is not read again",
     )
+    s.add_argument("--take-over", action="store_true", help=TAKE_OVER_HELP)
     s = verb(
         "down",
         "Remove everything ec2net configured for an interface (also after the device is gone).",
     )
-    s.add_argument("iface", metavar="IFACE")
-    verb("scan", "Configure every ENI present and clean up records of ENIs that are gone.")
+    s.add_argument("iface", metavar="IFACE", nargs="?")
+    s.add_argument(
+        "--all",
+        action="store_true",
+        help="every ENI ec2net has a record of, instead of IFACE (a package's removal)",
+    )
+    s = verb("scan", "Configure every ENI present and clean up records of ENIs that are gone.")
+    s.add_argument("--take-over", action="store_true", help=TAKE_OVER_HELP)
+    s = verb(
+        "migrate",
+        "Hand the ENIs over from amazon-ec2-net-utils 1.x or 2.x or the original "
+        "ec2-net-utils: take over their routes and rules, end their DHCP clients and "
+        "units for the ENIs, remove their per-ENI files (what the packages run on install).",
+    )
+    s.add_argument("--dry-run", action="store_true", help="say what would be done; change nothing")
     s = verb("refresh", "Re-read secondary addresses from IMDS and apply changes.")
     s.add_argument("iface", metavar="IFACE", nargs="?", help="only this interface")
     s = verb("plan", "Show exactly what `up IFACE` would change; changes nothing.")
@@ -231,10 +252,13 @@ def _result_lines(r: Any, dry_run: bool) -> list[str]:
         return [f"{r.ifname}: {action}{detail}"]
     if not r.changes.changes:
         return [f"{r.ifname}: nothing to change{detail}"]
-    return [
-        f"{r.ifname}: would {'add' if c.op is Op.ADD else 'delete'} {c.obj}"
-        for c in r.changes.changes
-    ]
+    return [f"{r.ifname}: would {_verb(c)} {c.obj}" for c in r.changes.changes]
+
+
+def _verb(c: Any) -> str:
+    if c.theirs:
+        return "replace" if c.op is Op.ADD else "delete another tool's"
+    return "add" if c.op is Op.ADD else "delete"
 
 
 def _seconds(text: str) -> float:
@@ -245,17 +269,33 @@ def _seconds(text: str) -> float:
 
 
 def _cmd_up(ctx: _Context, args: argparse.Namespace) -> int:
-    _print_results([ctx.engine().up(args.iface, fresh_within=args.fresh_within)])
+    engine = ctx.engine()
+    _print_results(
+        [engine.up(args.iface, fresh_within=args.fresh_within, take_over=args.take_over)]
+    )
     return EXIT_OK
 
 
 def _cmd_down(ctx: _Context, args: argparse.Namespace) -> int:
-    _print_results([ctx.engine().down(args.iface)])
+    engine = ctx.engine()
+    _print_results(engine.down_all() if args.all else [engine.down(args.iface)])
     return EXIT_OK
 
 
 def _cmd_scan(ctx: _Context, args: argparse.Namespace) -> int:
-    _print_results(ctx.engine().scan())
+    take_over = bool(args.take_over)
+    _print_results(ctx.engine().scan(take_over=lambda link: take_over))
+    return EXIT_OK
+
+
+def _cmd_migrate(ctx: _Context, args: argparse.Namespace) -> int:
+    from ec2net.migrate import migrate  # noqa: PLC0415
+
+    report = migrate(ctx.engine(), dry_run=args.dry_run)
+    for line in report.lines:
+        print(line)
+    if report.errors:
+        raise report.errors[0]
     return EXIT_OK
 
 
@@ -342,6 +382,7 @@ COMMANDS: dict[str, Callable[[_Context, argparse.Namespace], int]] = {
     "up": _cmd_up,
     "down": _cmd_down,
     "scan": _cmd_scan,
+    "migrate": _cmd_migrate,
     "refresh": _cmd_refresh,
     "plan": _cmd_plan,
     "status": _cmd_status,
@@ -364,6 +405,9 @@ def main(
         argv = [verb, *(sys.argv[1:] if argv is None else argv)]
     try:
         args = parser.parse_args(argv)
+        if args.verb == "down" and args.all == (args.iface is not None):
+            need = "the following arguments are required: IFACE (or --all)"
+            parser.error(need if args.iface is None else "give IFACE or --all, not both")
     except SystemExit as stop:  # argparse: usage errors (2), --help and --version (0)
         return stop.code if isinstance(stop.code, int) else EXIT_PERMANENT
     _setup_logging(args.verbose, args.quiet)

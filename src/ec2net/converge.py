@@ -24,17 +24,22 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import Callable, Optional
 
-from ec2net import cancel
+from ec2net import cancel, foreign
 from ec2net import verify as verifier
 from ec2net.backends.base import Backend
 from ec2net.diff import Delta, changeset
-from ec2net.errors import ApplyFailed, Ec2NetError, TableConflict
+from ec2net.errors import ApplyFailed, Ec2NetError, ForeignConfig, TableConflict
+from ec2net.foreign import Theirs
 from ec2net.model import AddressSpec, ChangeSet, IPAddress, MtuSpec, Op, owns
 from ec2net.snapshot import Snapshot
 from ec2net.state import Phase, Record, Store, eni_to_json
 from ec2net.targets import Target, Want, resolve
+
+# Who another tool is, from its objects in an ENI's table: (ifname, table, objects) ->
+# a name for messages, or None (othertools.recognise).
+Recognise = Callable[[str, int, frozenset[Theirs]], Optional[str]]
 
 log = logging.getLogger(__name__)
 
@@ -121,25 +126,64 @@ def check_tables(
     return ok, refused
 
 
+def check_foreign(
+    targets: Sequence[Target], snap: Snapshot, *, adds_own_objects: bool
+) -> tuple[list[Target], list[Target]]:
+    """Each planned ENI with the other tools' objects in its table (foreign.py): the ones
+    to converge (their objects attached, replaced only on a take-over) and the ones to
+    leave to that tool: not yet ours, and no take-over asked for. An ENI ec2net already
+    configured stays ec2net's; theirs beside it are left as they are."""
+    ok: list[Target] = []
+    left: list[Target] = []
+    for t in targets:
+        if t.removing:
+            ok.append(t)
+            continue
+        claimed = (
+            t.record is not None
+            and t.record.table == t.table
+            and t.record.phase != Phase.FOREIGN.value
+        )
+        theirs = snap.theirs_of(t.table)
+        if adds_own_objects and claimed:
+            # The manager adds ours with its own protocol: once the table is ours,
+            # nothing in it can be told apart (and before, nothing of ours is there).
+            theirs = frozenset()
+        found = replace(t, theirs=theirs)
+        (left if theirs and not t.take_over and not claimed else ok).append(found)
+    return ok, left
+
+
 def sweep(targets: Sequence[Target], records: Sequence[Record], snap: Snapshot) -> Delta:
     """Our routes and rules in ENI tables that no live ENI holds and no record points
-    to: what a crash or a partial removal of an older version left behind."""
+    to: what a crash or a partial removal of an older version left behind. Never
+    another tool's (under a manager that adds ours with its own protocol, only what
+    carries ours)."""
     present = {ln.mac for ln in snap.links}
     held = {t.table for t in targets} | {r.table for r in records if r.mac in present}
     held |= {t for tg in targets for t in tg.tables()}
     out = Delta()
     for table in sorted(snap.tables() - held):
-        out.delete += sorted(snap.routes_of(table), key=str)
-        out.delete += sorted(snap.rules_of(table), key=str)
-        log.info("table %d: removing our leftovers (no ENI or record holds it)", table)
+        theirs = snap.theirs_of(table)
+        out.delete += sorted(snap.routes_of(table) - foreign.routes(theirs), key=str)
+        out.delete += sorted(snap.rules_of(table) - foreign.rules(theirs), key=str)
+        if out.delete:
+            log.info("table %d: removing our leftovers (no ENI or record holds it)", table)
     return out
 
 
 class Converger:
-    def __init__(self, backend: Backend, store: Store, lock_timeout: float) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        store: Store,
+        lock_timeout: float,
+        recognise: Recognise = lambda ifname, table, theirs: None,
+    ) -> None:
         self.backend = backend
         self.store = store
         self.lock_timeout = lock_timeout
+        self.recognise = recognise
 
     def run(
         self, wants: Sequence[Want], *, dry_run: bool = False, sweep_leftovers: bool = False
@@ -155,18 +199,23 @@ class Converger:
                 for w in wants
                 if not (w.requires_record and w.mac not in fresh)
             ]
+            adds_own = self.backend.adds_own_objects
             targets, refused = check_tables(resolved, records, snap)
             for t, err in refused:
                 out.fail(t.ifname, err)
-            delta = verifier.delta(targets, snap)
+            targets, left_alone = check_foreign(targets, snap, adds_own_objects=adds_own)
+            for t in left_alone:
+                self._leave(t, out, dry_run)
+            delta = verifier.delta(targets, snap, adds_own_objects=adds_own)
             if sweep_leftovers:
-                delta.extend(sweep([*targets, *(t for t, _ in refused)], records, snap))
+                kept = [*targets, *(t for t, _ in refused), *left_alone]
+                delta.extend(sweep(kept, records, snap))
             changes = changeset(delta)
             if dry_run:
                 out.results += [_result(t, changes) for t in targets]
                 return out
             cancel.check()  # last point where stopping costs nothing
-            recorded = self._record_intent(targets, changes)
+            recorded = self._record_intent(targets, changes, snap)
             for t in targets:
                 if not t.removing and t.link is not None and not t.link.up:
                     self.backend.set_up(t.ifname)
@@ -181,7 +230,7 @@ class Converger:
             )
             for change, why in report.failed:
                 log.error("%s failed: %s", change, why)
-            quiet = not changes and not report.applied and not self.backend.adds_own_objects
+            quiet = not changes and not report.applied and not adds_own
             if quiet:  # nothing was to change, and nothing changed: nothing to verify
                 after, left = snap, {t.mac: ChangeSet() for t in targets}
             else:
@@ -198,10 +247,41 @@ class Converger:
             )
         return out
 
+    # --- another tool's ENI ------------------------------------------------------------
+    def _leave(self, t: Target, out: Outcome, dry_run: bool) -> None:
+        """Leave the ENI to the tool whose objects hold its table; a record says so (for
+        `status`, and so that every refresh looks again)."""
+        assert t.plan is not None and t.link is not None and t.eni is not None
+        tool = self.recognise(t.ifname, t.table, t.theirs)
+        err = ForeignConfig(foreign.message(t.ifname, t.table, t.theirs, tool))
+        out.fail(t.ifname, err)
+        if dry_run:
+            return
+        summary = foreign.summary(t.theirs)
+        rec = t.record
+        if rec is not None and rec.phase == Phase.FOREIGN.value and rec.foreign == summary:
+            return  # already said so
+        self.store.save(
+            Record(
+                mac=t.mac,
+                eni_id=t.plan.eni_id,
+                ifname=t.ifname,
+                ifindex=t.link.index,
+                table=t.table,
+                metadata=eni_to_json(t.eni),
+                phase=Phase.FOREIGN.value,
+                foreign=summary,
+                foreign_tool=tool or "",
+            )
+        )
+
     # --- records -------------------------------------------------------------------
-    def _record_intent(self, targets: Sequence[Target], changes: ChangeSet) -> dict[str, Record]:
+    def _record_intent(
+        self, targets: Sequence[Target], changes: ChangeSet, snap: Snapshot
+    ) -> dict[str, Record]:
         """Write each planned ENI's intent before any change; the records as they now
-        stand on disk, by MAC (what `_finalise` starts from)."""
+        stand on disk, by MAC (what `_finalise` starts from). A take-over adopts the
+        planned addresses already on the link: they are ec2net's from now on."""
         on_disk: dict[str, Record] = {}
         adding: dict[str, set[IPAddress]] = {}
         mtu_set = {c.obj.ifname for c in changes.changes if isinstance(c.obj, MtuSpec)}
@@ -219,7 +299,16 @@ class Converger:
                 continue
             assert t.plan is not None and t.link is not None and t.eni is not None
             new = adding.get(t.ifname, set())
+            if t.take_over:
+                on_link = {a.address.ip for a in snap.addresses_of(t.link)}
+                new |= {a.address.ip for a in t.plan.addresses} & on_link
             owned = (rec.owned() if rec is not None else frozenset()) | new
+            seen = foreign.summary(t.theirs) if not t.take_over else []
+            if rec is not None and seen and seen != rec.foreign:
+                log.warning(
+                    "%s: table %d also holds objects ec2net did not create; left as they "
+                    "are: %s", t.ifname, t.table, "; ".join(seen)
+                )  # fmt: skip
             mtu_before = rec.mtu_before if rec is not None else None
             first_mtu = t.ifname in mtu_set and mtu_before is None
             if first_mtu:
@@ -231,6 +320,8 @@ class Converger:
                 and rec.table == t.table
                 and rec.eni_id == t.plan.eni_id
                 and rec.ifindex == t.link.index
+                and rec.phase != Phase.FOREIGN.value
+                and rec.foreign == seen
             ):
                 on_disk[t.mac] = rec
                 continue  # nothing new to own, the table is claimed already
@@ -244,6 +335,7 @@ class Converger:
                 metadata=eni_to_json(t.eni),
                 phase=Phase.APPLYING.value,
                 mtu_before=mtu_before,
+                foreign=seen,
             )
             self.store.save(rec)
             on_disk[t.mac] = rec

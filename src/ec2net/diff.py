@@ -42,14 +42,21 @@ class Current:
 
 @dataclass
 class Delta:
-    """Unordered per-kind changes; `changeset` orders them."""
+    """Unordered per-kind changes; `changeset` orders them. A take-over adds two kinds:
+    `replace`, ours in the place of another tool's object with the same key (a route;
+    an address of theirs made permanent), and `release`, their objects to delete once
+    ours are in place."""
 
     add: list[NetObject] = field(default_factory=list)
     delete: list[NetObject] = field(default_factory=list)
+    replace: list[NetObject] = field(default_factory=list)
+    release: list[NetObject] = field(default_factory=list)
 
     def extend(self, other: Delta) -> None:
         self.add += other.add
         self.delete += other.delete
+        self.replace += other.replace
+        self.release += other.release
 
 
 def diff_interface(desired: Optional[InterfacePlan], current: Current) -> Delta:
@@ -77,13 +84,32 @@ def diff_interface(desired: Optional[InterfacePlan], current: Current) -> Delta:
 
 def changeset(delta: Delta) -> ChangeSet:
     """Deletions first (rules, routes, addresses), then additions (addresses, routes,
-    rules): a rule never points at a table whose routes are not there yet."""
-    dels = sorted(delta.delete, key=lambda o: tuple(-k for k in sort_key(o)[:2]) + sort_key(o)[2:])
-    adds = sorted(delta.add, key=sort_key)
+    rules): a rule never points at a table whose routes are not there yet. A take-over's
+    replacements go with the additions, and another tool's objects are deleted last, so
+    every reply has a path out by its ENI at every instant of the switch."""
+    adds = [*((o, False) for o in delta.add), *((o, True) for o in delta.replace)]
+    adds.sort(key=lambda pair: sort_key(pair[0]))
     return ChangeSet(
-        tuple(Change(Op.DEL, o) for o in _dedupe(dels))
-        + tuple(Change(Op.ADD, o) for o in _dedupe(adds))
+        tuple(Change(Op.DEL, o) for o in _dedupe(_deletion_order(delta.delete)))
+        + tuple(Change(Op.ADD, o, theirs) for o, theirs in _dedupe_pairs(adds))
+        + tuple(Change(Op.DEL, o, True) for o in _dedupe(_deletion_order(delta.release)))
     )
+
+
+def _deletion_order(objs: list[NetObject]) -> list[NetObject]:
+    # rules before routes before addresses; routes with a gateway before the ones that
+    # make the gateway reachable
+    return sorted(objs, key=lambda o: tuple(-k for k in sort_key(o)[:2]) + sort_key(o)[2:])
+
+
+def _dedupe_pairs(pairs: list[tuple[NetObject, bool]]) -> list[tuple[NetObject, bool]]:
+    seen: set[NetObject] = set()
+    out = []
+    for obj, theirs in pairs:
+        if obj not in seen:
+            seen.add(obj)
+            out.append((obj, theirs))
+    return out
 
 
 def _dedupe(objs: list[NetObject]) -> list[NetObject]:

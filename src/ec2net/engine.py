@@ -21,8 +21,10 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
+from ec2net import othertools
 from ec2net.backends.base import Backend
 from ec2net.config import Settings
 from ec2net.converge import Action, Converger, Outcome, Result
@@ -58,7 +60,13 @@ class Engine:
         self.backend = backend
         self.imds = imds
         self.store = store
-        self.converger = Converger(backend, store, settings.lock_timeout)
+        root = Path(settings.files_root)
+        self.converger = Converger(
+            backend,
+            store,
+            settings.lock_timeout,
+            lambda ifname, table, theirs: othertools.recognise(root, ifname, table, theirs),
+        )
 
     # --- facts -----------------------------------------------------------------------
     def primary_mac(self) -> str:
@@ -77,7 +85,14 @@ class Engine:
         write_if_changed(path, json.dumps({"mac": mac}) + "\n")
         return mac
 
-    def want(self, eni: EniMetadata, record: Optional[Record], *, refresh: bool = False) -> Want:
+    def want(
+        self,
+        eni: EniMetadata,
+        record: Optional[Record],
+        *,
+        refresh: bool = False,
+        take_over: bool = False,
+    ) -> Want:
         """The request to configure `eni`, with what the configuration adds to its plan."""
         s = self.settings
         overrides = dict(s.mtu_overrides)
@@ -90,7 +105,7 @@ class Engine:
             mtu = choice
         options = PlanOptions(mtu=mtu, local_prefixes=s.prefixes_local)
         return Want(eni.mac, eni, record, requires_record=refresh, options=options,
-                    mtu_from=mtu_from)  # fmt: skip
+                    mtu_from=mtu_from, take_over=take_over)  # fmt: skip
 
     def link_skip(self, link: Link) -> Optional[Skip]:
         return link_skip(link, self.settings, self.backend, self.primary_mac())
@@ -122,10 +137,18 @@ class Engine:
         return link
 
     # --- verbs -------------------------------------------------------------------------
-    def up(self, ifname: str, *, dry_run: bool = False, fresh_within: float = 0.0) -> Result:
+    def up(
+        self,
+        ifname: str,
+        *,
+        dry_run: bool = False,
+        fresh_within: float = 0.0,
+        take_over: bool = False,
+    ) -> Result:
         """Configure one ENI. With `fresh_within`, an ENI whose record on this very link
         is younger than that many seconds is taken as done (another trigger just did
-        it), sparing the IMDS reads."""
+        it), sparing the IMDS reads. `take_over`: replace another tool's routes and
+        rules in the ENI's table instead of leaving the ENI to it (foreign.py)."""
         link = self._link(ifname)
         skip = self.link_skip(link)
         with self._locked([link.mac]):
@@ -148,7 +171,7 @@ class Engine:
                     return Result(ifname, Action.SKIPPED, detail=skip.reason)
                 log.info("%s: %s; removing what ec2net configured before", ifname, skip.reason)
                 return self._one(Want(link.mac, None, record), dry_run)
-            return self._one(self.want(eni, record), dry_run)
+            return self._one(self.want(eni, record, take_over=take_over), dry_run)
 
     def reconverge(self, ifname: str) -> Result:
         """Converge a configured ENI again from what its record knows, without IMDS: the
@@ -179,6 +202,17 @@ class Engine:
         out.raise_error()
         changes = tuple(c for r in out.results for c in r.changes.changes)
         return Result(ifname, Action.REMOVED, ChangeSet(changes))
+
+    def down_all(self, *, dry_run: bool = False) -> list[Result]:
+        """Remove what ec2net configured on every ENI it has a record of (a package's
+        removal): one converge."""
+        records = self.store.records()
+        if not records:
+            return []
+        with self._locked([r.mac for r in records]):
+            out = self.converger.run([Want(r.mac, None, r) for r in records], dry_run=dry_run)
+        out.raise_error()
+        return out.results
 
     def down_mac(self, mac: str) -> Result:
         """Remove what we configured for the ENI with this MAC, if its link is gone
@@ -230,10 +264,13 @@ class Engine:
                 wants.append(got)
         return self._converge(wants, out, [r.mac for r in records], dry_run)
 
-    def scan(self, *, dry_run: bool = False) -> list[Result]:
+    def scan(
+        self, *, dry_run: bool = False, take_over: Callable[[Link], bool] = lambda link: False
+    ) -> list[Result]:
         """Configure every eligible ENI present, clean up records of ENIs that are gone
         and our leftovers no record points to. IMDS is read for all new ENIs at once, so
-        one that never propagates costs the scan one propagation timeout, not one each."""
+        one that never propagates costs the scan one propagation timeout, not one each.
+        `take_over(link)`: whether to take that ENI over from another tool."""
         links = self.backend.links()
         candidates = []
         out = Outcome()
@@ -257,7 +294,7 @@ class Engine:
                 continue
             skip = eni_skip(got, self.settings, self.backend)
             if skip is None:
-                wants.append(self.want(got, None))
+                wants.append(self.want(got, None, take_over=take_over(link)))
         wanted = {w.mac for w in wants}
         for rec in self.store.records():
             if rec.mac not in wanted and rec.mac not in unknown:

@@ -92,6 +92,14 @@ class TableConflict(Ec2NetError):
     retryable = True
 
 
+class ForeignConfig(Ec2NetError):
+    """Another tool's routes and rules hold the ENI's table: the ENI is left to it until
+    a person (or a package's switch) asks for a take-over. Trying again changes nothing
+    while that tool is there (every refresh checks again)."""
+
+    retryable = False
+
+
 class LockTimeout(Ec2NetError):
     retryable = True
 

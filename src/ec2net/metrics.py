@@ -125,7 +125,7 @@ def eni_families(rows: Sequence[StatusRow]) -> list[Family]:
         Family(
             "eni_state",
             Kind.GAUGE,
-            "1 for the state the ENI is in (ok, drifted, gone, unfinished), else 0.",
+            "1 for the state the ENI is in (ok, drifted, gone, unfinished, foreign), else 0.",
             state,
         ),
         Family(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Union
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -115,6 +115,9 @@ class AddressSpec:
     ifname: str
     address: IPInterface
     noprefixroute: bool = True
+    # Read back only: the address has no lifetime (a DHCP client's lease has one). Not
+    # part of identity: a planned address is satisfied by one with a lifetime.
+    permanent: bool = field(default=True, compare=False)
 
     @property
     def family(self) -> Family:
@@ -134,10 +137,19 @@ class RouteSpec:
     scope: Scope = Scope.UNIVERSE
     src: Optional[IPAddress] = None  # preferred source
     kind: RouteKind = RouteKind.UNICAST
+    # None: the kernel's default (IPv4 0, IPv6 1024), which every planned route has;
+    # read back as None too. Another tool's route may have its own.
+    metric: Optional[int] = None
 
     @property
     def family(self) -> Family:
         return family_of(self.dst)
+
+    @property
+    def key(self) -> tuple[int, IPNetwork, int]:
+        """What the kernel keys a route by (table, destination, metric): two routes with
+        the same key cannot both be there, so ours can only replace the other."""
+        return (self.table, self.dst, self.metric or 0)
 
     def __str__(self) -> str:
         local = "local " if self.kind is RouteKind.LOCAL else ""
@@ -152,6 +164,8 @@ class RouteSpec:
             parts.append("scope host")
         if self.src is not None:
             parts.append(f"src {self.src}")
+        if self.metric is not None:
+            parts.append(f"metric {self.metric}")
         return " ".join(parts)
 
 
@@ -229,15 +243,22 @@ class Op(enum.Enum):
 class Change:
     op: Op
     obj: NetObject
+    # The change meets another tool's object (a take-over): an ADD replaces the object
+    # with the same key in place (a route; an address made permanent), a DEL removes it
+    # whatever its protocol.
+    theirs: bool = False
 
     def __str__(self) -> str:
+        if self.theirs:
+            return f"{'replace' if self.op is Op.ADD else 'del theirs'} {self.obj}"
         return f"{self.op.value} {self.obj}"
 
 
 @dataclass(frozen=True)
 class ChangeSet:
     """Ordered changes: deletions rules -> routes -> addresses, then additions
-    addresses -> routes -> rules, so nothing is ever routed through a half-built path."""
+    addresses -> routes -> rules, so nothing is ever routed through a half-built path;
+    last, on a take-over, the other tool's rules and routes, once ours are in place."""
 
     changes: tuple[Change, ...] = ()
 

@@ -3,7 +3,8 @@ records and verify all use, so that a converge of many ENIs costs one dump of ea
 kind instead of several per ENI.
 
 A backend produces it (`Backend.snapshot()`); it holds every link, every global
-address per link, and only the routes and rules the backend counts as ours.
+address per link, the routes and rules the backend counts as ours, and the routes and
+rules of other programs in ENI tables (foreign.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Optional, TypeVar
 
+from ec2net.foreign import Theirs
 from ec2net.model import AddressSpec, Link, RouteKind, RouteSpec, RuleSpec, eni_table_of
 
 
@@ -22,6 +24,9 @@ class Snapshot:
     addresses: Mapping[int, frozenset[AddressSpec]] = field(default_factory=dict)  # by index
     routes: frozenset[RouteSpec] = frozenset()  # ours only
     rules: frozenset[RuleSpec] = frozenset()  # ours only
+    # Not ours by protocol, in an ENI table or looking one up (under a network manager
+    # that adds ours with its own protocol, also in `routes` and `rules`).
+    theirs: frozenset[Theirs] = frozenset()
 
     def link(self, name: str) -> Optional[Link]:
         return next((ln for ln in self.links if ln.name == name), None)
@@ -52,6 +57,9 @@ class Snapshot:
     def rules_of(self, table: int) -> frozenset[RuleSpec]:
         return self._rules_by_table.get(table, frozenset())
 
+    def theirs_of(self, table: int) -> frozenset[Theirs]:
+        return self._theirs_by_table.get(table, frozenset())
+
     def tables(self) -> set[int]:
         """ENI tables that any of our routes or rules belong to."""
         return set(self._routes_by_table) | set(self._rules_by_table)
@@ -64,6 +72,14 @@ class Snapshot:
     @cached_property
     def _rules_by_table(self) -> dict[int, frozenset[RuleSpec]]:
         return _by_table(self.rules)
+
+    @cached_property
+    def _theirs_by_table(self) -> dict[int, frozenset[Theirs]]:
+        groups: dict[int, set[Theirs]] = {}
+        for obj in self.theirs:
+            if obj.table is not None:
+                groups.setdefault(obj.table, set()).add(obj)
+        return {table: frozenset(found) for table, found in groups.items()}
 
 
 Obj = TypeVar("Obj", RouteSpec, RuleSpec)

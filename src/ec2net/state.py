@@ -39,7 +39,8 @@ from ec2net.model import IPAddress
 log = logging.getLogger(__name__)
 
 # 2: write-ahead phases. Version 1 records (no phase) read as applied.
-RECORD_VERSION = 2
+# 3: phase `foreign` and what another tool has on the ENI.
+RECORD_VERSION = 3
 
 
 class Phase(str, enum.Enum):
@@ -47,6 +48,10 @@ class Phase(str, enum.Enum):
     APPLIED = "applied"  # verified
     REMOVING = "removing"  # removal started; kept until verified clean
     UNREADABLE = "unreadable"  # salvaged from a record that could not be read
+    # Left to another tool whose routes and rules hold the ENI's table: nothing on
+    # the ENI is ours (foreign.py). Kept so that `status` shows it, and re-checked by
+    # every refresh.
+    FOREIGN = "foreign"
 
     def __str__(self) -> str:
         return self.value
@@ -96,6 +101,10 @@ class Record:
     phase: str = Phase.APPLIED.value
     # The link's MTU before ec2net first changed it: `down` sets it back.
     mtu_before: Optional[int] = None
+    # Another tool's routes and rules found in the ENI's table (foreign.summary), and
+    # that tool, where their shape tells ("" unknown).
+    foreign: list[str] = field(default_factory=list)
+    foreign_tool: str = ""
 
     def owned(self) -> frozenset[IPAddress]:
         return frozenset(ipaddress.ip_address(a) for a in self.owned_ips)
@@ -148,6 +157,8 @@ def _parse_record(mac: str, text: str) -> Record:
     if rec.mac != mac or not isinstance(rec.table, int) or not isinstance(rec.owned_ips, list):
         raise ValueError("fields do not match the record's name or types")
     if rec.mtu_before is not None and not isinstance(rec.mtu_before, int):
+        raise ValueError("fields do not match the record's name or types")
+    if not isinstance(rec.foreign, list) or not isinstance(rec.foreign_tool, str):
         raise ValueError("fields do not match the record's name or types")
     rec.owned()  # every owned address must parse
     if version < RECORD_VERSION:

@@ -22,6 +22,7 @@ class State(str, enum.Enum):
     DRIFTED = "drifted"  # the kernel lacks (or has extra of) what the plan says
     GONE = "gone"  # the link is gone; `scan` or `down` removes what is left
     UNFINISHED = "unfinished"  # a converge was cut short; the next run finishes it
+    FOREIGN = "foreign"  # left to another tool whose objects hold its table (foreign.py)
 
     def __str__(self) -> str:
         return self.value
@@ -40,13 +41,17 @@ class StatusRow:
     routes: int
     owned_addresses: int
     backend: str
-    drift: int  # changes an `up` would make; -1 when unknown (gone)
+    drift: int  # changes an `up` would make; -1 when unknown (gone, foreign)
     state: State
+    # Another tool's routes and rules in the ENI's table, and that tool if known.
+    foreign: tuple[str, ...] = ()
+    foreign_tool: str = ""
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["ipv4s"] = list(self.ipv4s)
         data["ipv6s"] = list(self.ipv6s)
+        data["foreign"] = list(self.foreign)
         data["state"] = self.state.value
         return data
 
@@ -59,7 +64,8 @@ def collect(engine: Engine) -> list[StatusRow]:
         link = links.get(rec.mac)
         eni = rec.eni()
         drift = -1
-        if link is not None and eni is not None:
+        left_alone = rec.phase == Phase.FOREIGN.value
+        if link is not None and eni is not None and not left_alone:
             target = resolve(engine.want(eni, rec), snap)
             left = verifier.remaining(
                 target, snap, adds_own_objects=engine.backend.adds_own_objects
@@ -67,6 +73,8 @@ def collect(engine: Engine) -> list[StatusRow]:
             drift = len(left)
         if link is None:
             state = State.GONE
+        elif left_alone:
+            state = State.FOREIGN
         elif rec.phase != Phase.APPLIED.value:
             state = State.UNFINISHED
         else:
@@ -86,6 +94,8 @@ def collect(engine: Engine) -> list[StatusRow]:
                 backend=engine.backend.name,
                 drift=drift,
                 state=state,
+                foreign=tuple(rec.foreign),
+                foreign_tool=rec.foreign_tool,
             )
         )
     return rows
@@ -113,4 +123,17 @@ def format_table(rows: Sequence[StatusRow]) -> str:
     table = "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines
     )
-    return f"{table}\nbackend: {rows[0].backend}"
+    notes = []
+    for r in rows:
+        if not r.foreign:
+            continue
+        whose = r.foreign_tool or "another program"
+        if r.state is State.FOREIGN:
+            notes.append(
+                f"{r.interface}: table {r.table} is {whose}'s; left alone "
+                f"(`ec2net up --take-over {r.interface}` replaces it):"
+            )
+        else:
+            notes.append(f"{r.interface}: table {r.table} also holds {whose}'s, left as is:")
+        notes += [f"  {obj}" for obj in r.foreign]
+    return "\n".join([table, *notes, f"backend: {rows[0].backend}"])

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from ec2net import plan as planner
+from ec2net.foreign import Theirs
 from ec2net.metadata import EniMetadata
 from ec2net.model import InterfacePlan, Link
 from ec2net.plan import PlanOptions
@@ -33,6 +34,9 @@ class Want:
     options: PlanOptions = field(default_factory=PlanOptions)
     # MTU "auto": the MAC of the link whose MTU the ENI takes (the primary's).
     mtu_from: Optional[str] = None
+    # Replace another tool's routes and rules in the ENI's table (foreign.py) and adopt
+    # the addresses it put on the link, instead of leaving the ENI to it.
+    take_over: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,9 @@ class Target:
     plan: Optional[InterfacePlan]
     eni: Optional[EniMetadata]
     record: Optional[Record] = None
+    take_over: bool = False
+    # Another tool's objects this converge replaces or removes (found by the converge).
+    theirs: frozenset[Theirs] = frozenset()
 
     @property
     def removing(self) -> bool:
@@ -69,6 +76,6 @@ def resolve(want: Want, snap: Snapshot) -> Target:
             source = snap.by_mac().get(want.mtu_from)
             options = replace(options, mtu=source.mtu if source is not None else None)
         plan = planner.plan_interface(want.eni, link, options)
-        return Target(want.mac, link.name, plan.table, link, plan, want.eni, rec)
+        return Target(want.mac, link.name, plan.table, link, plan, want.eni, rec, want.take_over)
     ifname = link.name if link is not None else rec.ifname if rec is not None else want.mac
     return Target(want.mac, ifname, rec.table if rec is not None else 0, link, None, None, rec)

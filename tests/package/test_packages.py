@@ -1,5 +1,6 @@
-"""The packages, built from this tree once per session (`make packages rpm-el6`), checked
-for what they install and what their maintainer scripts do.
+"""The packages, built from this tree once per session (`make packages rpm-el6`, the
+`dist` fixture in conftest.py), checked for what they install and what their maintainer
+scripts do (what they replace: test_replaces.py).
 
 Needs root and the tools tools/setup.sh installs (rpm, debhelper, dh-python, lintian):
 a missing tool fails the test rather than skipping it, so CI cannot pass without them.
@@ -7,7 +8,6 @@ a missing tool fails the test rather than skipping it, so CI cannot pass without
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 
 from ec2net import config
+from tests.package.helpers import ROOT, VERSION
+from tests.package.helpers import one as _one
+from tests.package.helpers import run as _run
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,8 +30,6 @@ else:  # pragma: no cover
 
 pytestmark = pytest.mark.package
 
-ROOT = Path(__file__).resolve().parents[2]
-VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 COMMANDS = ("ec2net", "ec2ifup", "ec2ifdown", "ec2ifscan")
 UNITS = ("ec2net@.service", "ec2net-scan.service", "ec2net-watch.service")
 MAN_PAGES = (
@@ -38,38 +39,8 @@ MAN_PAGES = (
     "man8/ec2ifscan.8",
     "man5/ec2net.toml.5",
 )
-TOOLS = ("make", "rpmbuild", "rpm", "dpkg-buildpackage", "dpkg-deb", "lintian")
 # Nothing of the package may reload or re-trigger anyone else's networking.
 FOREIGN = ("udevadm", "networkctl", "NetworkManager", "nmcli", "systemd-networkd", "ifup")
-
-
-def _run(*argv: str, cwd: Path = ROOT) -> str:
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, f"{argv}: {proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout
-
-
-@pytest.fixture(scope="session")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if os.geteuid() != 0:
-        pytest.skip("package builds run as root (dpkg-buildpackage, rpmbuild)")
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    assert not missing, f"missing {missing}: run tools/setup.sh"
-    out = tmp_path_factory.mktemp("dist")
-    _run("make", f"DIST={out}", "packages", "rpm-el6")
-    return out
-
-
-@pytest.fixture(scope="session")
-def rpmdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Debian's rpm keeps its database in $HOME: queries use a throwaway one.
-    return tmp_path_factory.mktemp("rpmdb")
-
-
-def _one(dist: Path, pattern: str) -> Path:
-    found = sorted(dist.glob(pattern))
-    assert len(found) == 1, (pattern, found)
-    return found[0]
 
 
 def _rpm(rpmdb: Path, *args: str) -> str:
@@ -84,6 +55,26 @@ def _code_lines(script: str) -> list[str]:
     return [
         ln.strip() for ln in script.splitlines() if ln.strip() and not ln.strip().startswith("#")
     ]
+
+
+def _guard(lines: list[str], i: int) -> str:
+    """The condition of the `if` block line i is in (the scripts nest no blocks)."""
+    return next(ln for ln in reversed(lines[:i]) if ln.startswith("if "))
+
+
+def _index(lines: list[str], text: str) -> int:
+    found = [i for i, ln in enumerate(lines) if text in ln]
+    assert len(found) == 1, (text, lines)
+    return found[0]
+
+
+def _check_ec2net_calls(lines: list[str], tolerant: str) -> None:
+    """ec2net itself runs only when the init system runs and never fails the script."""
+    for i, line in enumerate(lines):
+        if re.search(r"(^|/)ec2net (migrate|down)", line):
+            assert line.endswith(tolerant), line
+            guard = _guard(lines, i)
+            assert "/run/systemd/system" in guard or "initctl status" in guard, guard
 
 
 def _check_restarts(lines: list[str]) -> None:
@@ -102,6 +93,8 @@ def test_versions_agree() -> None:
     changelog = (ROOT / "debian/changelog").read_text().splitlines()[0]
     assert changelog.startswith(f"ec2-net-utils ({VERSION})"), changelog
     assert f"- {VERSION}-1" in spec.split("%changelog", 1)[1]
+    init = (ROOT / "src/ec2net/__init__.py").read_text()
+    assert f'__version__ = "{VERSION}"' in init  # what `ec2net --version` prints
 
 
 # --- RPM --------------------------------------------------------------------------------
@@ -140,22 +133,54 @@ def test_rpm_requires(dist: Path, rpmdb: Path) -> None:
     assert ("python3-tomli" in lines) == (sys.version_info < (3, 11)), lines  # built by python3
 
 
+def _rpm_scripts(rpmdb: Path, rpm: Path) -> dict[str, list[str]]:
+    scripts = _rpm(rpmdb, "-qp", "--scripts", str(rpm))
+    parts = re.findall(r"^(\w+) scriptlet \(using /bin/sh\):\n(.*?)(?=^\w+ scriptlet|\Z)",
+                       scripts, re.M | re.S)  # fmt: skip
+    return {name: _code_lines(text) for name, text in parts}
+
+
 def test_rpm_scripts_enable_and_restart_only_the_daemon(dist: Path, rpmdb: Path) -> None:
-    scripts = _rpm(rpmdb, "-qp", "--scripts", str(_one(dist, "ec2-net-utils-*-1.noarch.rpm")))
-    parts = dict(re.findall(r"^(\w+) scriptlet \(using /bin/sh\):\n(.*?)(?=^\w+ scriptlet|\Z)",
-                            scripts, re.M | re.S))  # fmt: skip
-    assert set(parts) == {"postinstall", "preuninstall", "postuninstall"}, scripts
-    post = parts["postinstall"]
+    parts = _rpm_scripts(rpmdb, _one(dist, "ec2-net-utils-*-1.noarch.rpm"))
+    assert set(parts) == {"preinstall", "postinstall", "preuninstall", "postuninstall",
+                          "posttrans"}, parts  # fmt: skip
+    post = "\n".join(parts["postinstall"])
     assert "preset" in post and "ec2net-scan.service" in post and "ec2net-watch.service" in post
     assert "$1 -eq 1" in post  # first install only: upgrades keep the admin's choice
-    for name, text in parts.items():
-        _check_restarts(_code_lines(text))
-        for line in _code_lines(text):
+    for name, lines in parts.items():
+        _check_restarts(lines)
+        _check_ec2net_calls(lines, "|| :")
+        for line in lines:
             if "ec2net@" in line:  # the per-ENI units: only stopped, and only on erase
                 assert "stop" in line and "restart" not in line, (name, line)
                 assert name == "preuninstall"
-    assert "$1 -eq 0" in parts["preuninstall"]
-    assert "try-restart ec2net-watch.service" in parts["postuninstall"]
+    assert "$1 -eq 0" in parts["preuninstall"][0]
+    assert any("try-restart ec2net-watch.service" in ln for ln in parts["postuninstall"])
+
+
+def test_rpm_scripts_switch_and_remove(dist: Path, rpmdb: Path) -> None:
+    parts = _rpm_scripts(rpmdb, _one(dist, "ec2-net-utils-*-1.noarch.rpm"))
+    # The marker of a first install of ec2net, written before the files are.
+    pre = parts["preinstall"]
+    assert "$1 -eq 1" in pre[0] and "! -e /usr/bin/ec2net" in pre[0]
+    assert "/run/ec2-net-utils.first-install" in pre[1]
+    # After the transaction (the obsoleted package is gone): migrate, then, on a first
+    # install, the daemon.
+    trans = parts["posttrans"]
+    migrate = _index(trans, "/usr/bin/ec2net migrate")
+    start = _index(trans, "systemctl start ec2net-watch.service")
+    assert migrate < start and "first = yes" in _guard(trans, start)
+    others = [ln for name, lines in parts.items() if name != "posttrans" for ln in lines]
+    assert not any("ec2net migrate" in ln for ln in others), others
+    # Erase: the daemon, the per-ENI units, then whatever is left.
+    preun = parts["preuninstall"]
+    watch = _index(preun, "disable --now ec2net-scan.service ec2net-watch.service")
+    units = _index(preun, "stop 'ec2net@*.service'")
+    down = _index(preun, "/usr/bin/ec2net down --all")
+    assert watch < units < down and "$1 -eq 0" in _guard(preun, down)
+    postun = parts["postuninstall"]
+    gone = _index(postun, "rm -rf /run/ec2net")
+    assert "$1 -eq 0" in _guard(postun, gone)
 
 
 def test_rpm_el6_ships_upstart_jobs_instead_of_units(dist: Path, rpmdb: Path) -> None:
@@ -163,11 +188,23 @@ def test_rpm_el6_ships_upstart_jobs_instead_of_units(dist: Path, rpmdb: Path) ->
     assert {"/etc/init/ec2net-scan.conf", "/etc/init/ec2net-watch.conf"} <= files
     assert not any("systemd" in f or "/udev/" in f for f in files), files
     assert {f"/usr/bin/{c}" for c in COMMANDS} <= files
-    rpm = str(_one(dist, "ec2-net-utils-*-1.el6.noarch.rpm"))
-    scripts = _rpm(rpmdb, "-qp", "--scripts", rpm)
+    rpm = _one(dist, "ec2-net-utils-*-1.el6.noarch.rpm")
+    scripts = _rpm(rpmdb, "-qp", "--scripts", str(rpm))
     assert "systemctl" not in scripts
     _check_restarts(_code_lines(scripts))
-    assert "upstart" in _rpm(rpmdb, "-qp", "--requires", rpm).split()
+    assert "upstart" in _rpm(rpmdb, "-qp", "--requires", str(rpm)).split()
+    # The same switch and removal as under systemd, through initctl.
+    parts = _rpm_scripts(rpmdb, rpm)
+    assert set(parts) == {"preinstall", "preuninstall", "postuninstall", "posttrans"}, parts
+    for lines in parts.values():
+        _check_ec2net_calls(lines, "|| :")
+    trans = parts["posttrans"]
+    assert _index(trans, "ec2net migrate") < _index(trans, "initctl start ec2net-watch")
+    preun = parts["preuninstall"]
+    assert _index(preun, "initctl stop ec2net-watch") < _index(preun, "ec2net down --all")
+    assert "$1 -eq 0" in _guard(preun, _index(preun, "ec2net down --all"))
+    assert "$1 -eq 0" in _guard(parts["postuninstall"],
+                                _index(parts["postuninstall"], "rm -rf /run/ec2net"))  # fmt: skip
 
 
 # --- .deb -------------------------------------------------------------------------------
@@ -205,6 +242,9 @@ def test_deb_control(dist: Path, deb_tree: Path) -> None:
     assert depends is not None
     names = {d.strip().split()[0] for d in re.split(r"[,|]", depends.group(1))}
     assert {"python3", "python3-pyroute2"} <= names
+    # Replaces amazon-ec2-net-utils, every version of it (test_replaces.py installs it).
+    assert re.search(r"^Conflicts: amazon-ec2-net-utils$", control, re.M), control
+    assert re.search(r"^Replaces: amazon-ec2-net-utils$", control, re.M), control
     assert f"Version: {VERSION}\n" in control
     assert (deb_tree / "control/conffiles").read_text().split() == ["/etc/ec2net/ec2net.toml"]
 
@@ -218,14 +258,35 @@ def test_deb_maintainer_scripts_restart_only_the_daemon(deb_tree: Path) -> None:
     for name, text in scripts.items():
         lines = _code_lines(text)
         _check_restarts(lines)
+        _check_ec2net_calls(lines, "|| true")
         for i, line in enumerate(lines):
             if "ec2net-scan.service" in line:  # enabled for boot, never started or stopped
                 assert "deb-systemd-helper" in line, (name, line)
             if "ec2net@" in line:  # per-ENI units: stopped on removal only
                 assert "stop" in line and name == "prerm", (name, line)
-                assert '"$1" = remove' in lines[i - 1], lines[i - 1]
+                assert '"$1" = remove' in _guard(lines, i), (name, line)
             if "deb-systemd-invoke" in line and "stop" in line:
-                assert '"$1" = remove' in lines[i - 1], (name, line)
+                assert '"$1" = remove' in _guard(lines, i), (name, line)
+
+
+def test_deb_scripts_switch_and_remove(deb_tree: Path) -> None:
+    scripts = {p.name: _code_lines(p.read_text()) for p in (deb_tree / "control").iterdir()
+               if p.name in ("preinst", "postinst", "prerm", "postrm")}  # fmt: skip
+    # configure: migrate before the debhelper part starts (or restarts) the daemon.
+    post = scripts["postinst"]
+    migrate = _index(post, "ec2net migrate")
+    guard = _guard(post, migrate)
+    assert '"$1" = configure' in guard and '-z "${DPKG_ROOT:-}"' in guard
+    assert migrate < _index(post, "deb-systemd-invoke $_dh_action 'ec2net-watch.service'")
+    # remove (not upgrade): the daemon, the per-ENI units, then whatever is left.
+    prerm = scripts["prerm"]
+    down = _index(prerm, "ec2net down --all")
+    watch = next(i for i, ln in enumerate(prerm) if "stop 'ec2net-watch.service'" in ln)
+    assert watch < _index(prerm, "stop 'ec2net@*.service'") < down
+    assert '"$1" = remove' in _guard(prerm, down) and "DPKG_ROOT" in _guard(prerm, down)
+    postrm = scripts["postrm"]
+    gone = _index(postrm, '/run/ec2net"')
+    assert "rm -rf" in postrm[gone] and '"$1" = purge' in _guard(postrm, gone)
 
 
 def test_deb_default_config_is_the_commented_defaults(deb_tree: Path) -> None:

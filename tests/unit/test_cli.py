@@ -12,7 +12,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -57,6 +57,8 @@ USAGE = [
     (["up"], "ec2net up: error: the following arguments are required: IFACE"),
     (["down"], "the following arguments are required: IFACE"),
     (["plan"], "the following arguments are required: IFACE"),
+    (["down", "eth1", "--all"], "give IFACE or --all, not both"),
+    (["migrate", "eth1"], "unrecognized arguments: eth1"),
     (["up", "eth1", "eth2"], "unrecognized arguments: eth2"),
     (["up", "--fresh-within", "-1", "eth1"], "--fresh-within: -1: seconds from 0 to 3600"),
     (["up", "--fresh-within", "soon", "eth1"], "--fresh-within: invalid _seconds value"),
@@ -106,7 +108,9 @@ def test_help_and_version_exit_0(env: Path, capsys: pytest.CaptureFixture[str]) 
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("ec2net ")
     assert cli.ec2ifup(["--help"]) == 0
-    assert capsys.readouterr().out.startswith("usage: ec2ifup [-h] [--fresh-within SECONDS] IFACE")
+    assert capsys.readouterr().out.startswith(
+        "usage: ec2ifup [-h] [--fresh-within SECONDS] [--take-over] IFACE"
+    )
 
 
 def test_python_m_ec2net_exits_2(env: Path) -> None:
@@ -187,9 +191,16 @@ class FakeEngine:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
 
-    def up(self, ifname: str, dry_run: bool = False, fresh_within: float = 0.0) -> FakeResult:
+    def up(
+        self,
+        ifname: str,
+        dry_run: bool = False,
+        fresh_within: float = 0.0,
+        take_over: bool = False,
+    ) -> FakeResult:
         self.calls.append(("up", dry_run))
         self.fresh_within = fresh_within
+        self.take_over = take_over
         if ifname == "eth1":
             return FakeResult("eth1", "configured", (Change(Op.ADD, ADDR), Change(Op.DEL, RULE)))
         if ifname == "eth2":
@@ -199,7 +210,12 @@ class FakeEngine:
     def down(self, ifname: str) -> FakeResult:
         return FakeResult(ifname, "removed", (Change(Op.DEL, ADDR),))
 
-    def scan(self) -> list[FakeResult]:
+    def down_all(self) -> list[FakeResult]:
+        self.calls.append(("down_all", None))
+        return [self.down("eth1"), self.down("eth2")]
+
+    def scan(self, take_over: Callable[[Any], bool] = lambda link: False) -> list[FakeResult]:
+        self.scan_take_over = take_over(None)
         return [self.up("eth1"), self.up("eth2")]
 
 
@@ -241,6 +257,31 @@ def test_up_passes_fresh_within_to_the_engine(
     assert engine.fresh_within == 0.0  # by hand: always read IMDS
     run(capsys, "up", "--fresh-within", "10", "eth2")
     assert engine.fresh_within == 10.0  # what ec2net@.service passes
+
+
+def test_take_over_reaches_the_engine_only_when_asked(
+    engine: FakeEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "up", "eth2")
+    assert engine.take_over is False
+    run(capsys, "up", "--take-over", "eth2")
+    assert engine.take_over is True
+    run(capsys, "scan")
+    assert engine.scan_take_over is False
+    run(capsys, "scan", "--take-over")
+    assert engine.scan_take_over is True
+
+
+def test_down_all_removes_every_recorded_eni(
+    engine: FakeEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "down", "--all") == [
+        "eth1: removed",
+        "  del address 10.0.2.20/24 dev eth1 noprefixroute",
+        "eth2: removed",
+        "  del address 10.0.2.20/24 dev eth1 noprefixroute",
+    ]
+    assert engine.calls == [("down_all", None)]
 
 
 def test_up_down_scan_print_each_result_once(

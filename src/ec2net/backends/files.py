@@ -193,7 +193,9 @@ def _leftovers(changes: ChangeSet, intents: Sequence[Intent]) -> Iterator[Change
     the rules of a .network file that is gone (they turn foreign, and foreign rules are
     kept, see docs/backends.md); a removed secondary address or its rules may likewise
     stay. Routes of a kept ENI are left to the manager: NetworkManager adds its own to
-    the ENI's table and would add them back. On removal, the MTU the link had before."""
+    the ENI's table and would add them back. On removal, the MTU the link had before. On
+    a take-over, another tool's routes and rules, once the manager applied ours: no file
+    of ours names them."""
     removing = {i.ifname for i in intents if i.plan is None}
     for change in changes.changes:
         obj = change.obj
@@ -201,6 +203,9 @@ def _leftovers(changes: ChangeSet, intents: Sequence[Intent]) -> Iterator[Change
             yield change  # the MTU set back on removal: no file of ours says it any more
             continue
         if change.op is not Op.DEL:
+            continue
+        if change.theirs:
+            yield change
             continue
         for intent in intents:
             if isinstance(obj, RouteSpec) and intent.plan is not None:

@@ -8,7 +8,9 @@ pyroute2, so the backend registry imports it lazily.
 
 Ownership: routes and rules are ours when their protocol is `RTPROT_EC2NET`; deletes
 carry that protocol too, so the kernel never matches a foreign object. Addresses have
-no protocol; `addresses()` returns all global ones and the state record decides.
+no protocol; `addresses()` returns all global ones and the state record decides. Routes
+and rules of any other protocol in ENI tables are reported as theirs (foreign.py); a
+take-over's changes replace them in place or delete them whatever their protocol.
 Under a file backend a network manager adds our objects with its own protocol
 (NetworkManager cannot set one), so there `managed` also counts everything in the
 ENI tables and the ENIs' main-table rules as ours, and deletes match any protocol. The
@@ -33,6 +35,7 @@ from ec2net.backends import netlink_batch as nb
 from ec2net.backends.base import ApplyReport
 from ec2net.backends.netlink_events import ra_default_router
 from ec2net.errors import ApplyFailed
+from ec2net.foreign import Theirs
 from ec2net.model import (
     RTPROT_EC2NET,
     AddressSpec,
@@ -58,6 +61,8 @@ _DONE_ON_ADD = frozenset({errno.EEXIST})
 _DONE_ON_DEL = frozenset({errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL})
 
 _SCOPES = frozenset(int(s) for s in Scope)
+# A route without RTA_PRIORITY: IPv4 reports none (0), IPv6 the kernel's 1024.
+_DEFAULT_METRIC = {Family.V4: None, Family.V6: 1024}
 _KINDS = frozenset(int(k) for k in RouteKind)
 _CLONE_NEWNET = 0x40000000
 _SIOCETHTOOL = 0x8946
@@ -133,6 +138,29 @@ def _collect_router(msg: nb.Message, routers: dict[int, list[ipaddress.IPv6Addre
     found = routers.setdefault(router[0], [])
     if router[1] not in found:
         found.append(router[1])
+
+
+def _route(msg: nb.Message, family: Family, names: dict[int, str]) -> Optional[RouteSpec]:
+    """A unicast or local (AnyIP) route as a model value; None for the kernel's own local
+    and broadcast routes and for kinds ec2net never makes (blackhole, multicast...)."""
+    if msg["type"] not in _KINDS or msg["scope"] not in _SCOPES:
+        return None
+    if msg["type"] == RouteKind.LOCAL and msg["proto"] != RTPROT_EC2NET:
+        return None  # the kernel's own local routes
+    gw, src, oif = (msg.get_attr(k) for k in ("RTA_GATEWAY", "RTA_PREFSRC", "RTA_OIF"))
+    metric = msg.get_attr("RTA_PRIORITY")
+    if metric == _DEFAULT_METRIC[family]:
+        metric = None  # what every planned route has
+    return RouteSpec(
+        table=_table(msg),
+        dst=_network(family, msg.get_attr("RTA_DST"), msg["dst_len"]),
+        ifname=names.get(int(oif), "") if oif else "",
+        gateway=ipaddress.ip_address(gw) if gw else None,
+        scope=Scope(msg["scope"]),
+        src=ipaddress.ip_address(src) if src else None,
+        kind=RouteKind(msg["type"]),
+        metric=int(metric) if metric else None,
+    )
 
 
 class NetlinkBackend:
@@ -247,25 +275,35 @@ class NetlinkBackend:
 
     def snapshot(self) -> Snapshot:
         """One dump of links, of addresses, of routes per family and of rules per
-        family (the IPv6 route dump also gives the routers learned from RAs)."""
+        family (the IPv6 route dump also gives the routers learned from RAs). The route
+        dumps are unfiltered: other programs' routes in ENI tables are reported too."""
         rows = self._link_dump()
         names = {r.index: r.name for r in rows}
         routes: set[RouteSpec] = set()
+        theirs: set[Theirs] = set()
         routers: dict[int, list[ipaddress.IPv6Address]] = {}
         for family in (Family.V4, Family.V6):
-            # IPv6 unfiltered: the RA default routes (proto ra) come in the same dump.
-            proto = 0 if self.managed or family is Family.V6 else RTPROT_EC2NET
-            for msg in self._chan.dump(nb.route_dump(family, proto)):
+            for msg in self._chan.dump(nb.route_dump(family, 0)):
                 if family is Family.V6:
                     _collect_router(msg, routers)
-                route = self._owned_route(msg, family, names)
-                if route is not None:
+                route = _route(msg, family, names)
+                if route is None:
+                    continue
+                proto = int(msg["proto"])
+                ours = proto == RTPROT_EC2NET
+                in_eni_table = is_eni_table(route.table)
+                # Managed: a network manager added our routes with its own protocol.
+                if ours or (self.managed and in_eni_table):
                     routes.add(route)
+                if not ours and in_eni_table:
+                    theirs.add(Theirs(route, proto))
+        rules, their_rules = self._rules()
         return Snapshot(
             links=tuple(self._links(rows, {i: tuple(r) for i, r in routers.items()})),
             addresses=self._addresses(names),
             routes=frozenset(routes),
-            rules=frozenset(self._owned_rules()),
+            rules=frozenset(rules),
+            theirs=frozenset(theirs | their_rules),
         )
 
     def set_up(self, ifname: str) -> bool:
@@ -300,33 +338,19 @@ class NetlinkBackend:
                 address = ipaddress.IPv6Interface((text, msg["prefixlen"]))
                 if address.ip.is_link_local:
                     continue
-            spec = AddressSpec(names[index], address, bool(flags & nb.IFA_F_NOPREFIXROUTE))
+            spec = AddressSpec(
+                names[index],
+                address,
+                bool(flags & nb.IFA_F_NOPREFIXROUTE),
+                permanent=bool(flags & nb.IFA_F_PERMANENT),
+            )
             out.setdefault(index, set()).add(spec)
         return {index: frozenset(found) for index, found in out.items()}
 
-    def _owned_route(
-        self, msg: nb.Message, family: Family, names: dict[int, str]
-    ) -> Optional[RouteSpec]:
-        if msg["type"] not in _KINDS or msg["scope"] not in _SCOPES:
-            return None
-        table = _table(msg)
-        if msg["proto"] != RTPROT_EC2NET and not (self.managed and is_eni_table(table)):
-            return None  # not ours, or an unfiltered dump (kernel before 4.20)
-        if msg["type"] == RouteKind.LOCAL and msg["proto"] != RTPROT_EC2NET:
-            return None  # the kernel's own local routes
-        gw, src, oif = (msg.get_attr(k) for k in ("RTA_GATEWAY", "RTA_PREFSRC", "RTA_OIF"))
-        return RouteSpec(
-            table=table,
-            dst=_network(family, msg.get_attr("RTA_DST"), msg["dst_len"]),
-            ifname=names.get(int(oif), "") if oif else "",
-            gateway=ipaddress.ip_address(gw) if gw else None,
-            scope=Scope(msg["scope"]),
-            src=ipaddress.ip_address(src) if src else None,
-            kind=RouteKind(msg["type"]),
-        )
-
-    def _owned_rules(self) -> set[RuleSpec]:
-        out: set[RuleSpec] = set()
+    def _rules(self) -> tuple[set[RuleSpec], set[Theirs]]:
+        """Our rules, and other programs' rules into ENI tables."""
+        ours: set[RuleSpec] = set()
+        theirs: set[Theirs] = set()
         for family in (Family.V4, Family.V6):
             for msg in self._chan.dump(nb.rule_dump(family)):
                 suppress = msg.get_attr("FRA_SUPPRESS_PREFIXLEN")
@@ -343,12 +367,15 @@ class NetlinkBackend:
                         else None
                     ),
                 )
+                # Kernels before 4.17 report no protocol: such a rule is nobody's.
+                proto = msg.get_attr("FRA_PROTOCOL")
+                eni_table = eni_table_of(rule)
                 # Managed: a network manager added our rules with its own protocol.
-                if msg.get_attr("FRA_PROTOCOL") == RTPROT_EC2NET or (
-                    self.managed and eni_table_of(rule) is not None
-                ):
-                    out.add(rule)
-        return out
+                if proto == RTPROT_EC2NET or (self.managed and eni_table is not None):
+                    ours.add(rule)
+                if proto is not None and proto != RTPROT_EC2NET and eni_table is not None:
+                    theirs.add(Theirs(rule, int(proto)))
+        return ours, theirs
 
     # -- apply ------------------------------------------------------------------------
 
@@ -368,10 +395,11 @@ class NetlinkBackend:
             indices = {row.name: row.index for row in self._link_dump()} | indices
         requests: list[nb.Request] = []
         verdicts: dict[int, nb.Verdict] = {}  # position in changes -> answer known now
-        # Managed: a network manager added our objects with its own protocol.
-        del_proto = 0 if self.managed else RTPROT_EC2NET
         for pos, change in enumerate(changes.changes):
             obj = change.obj
+            # Managed: a network manager added our objects with its own protocol; and
+            # another tool's objects are deleted whatever theirs.
+            del_proto = 0 if self.managed or change.theirs else RTPROT_EC2NET
             if isinstance(obj, RuleSpec):
                 requests.append(nb.rule_request(change.op, obj, del_proto))  # needs no device
                 continue
@@ -384,11 +412,13 @@ class NetlinkBackend:
                     verdicts[pos] = (errno.ENODEV, f"ENODEV: no interface {obj.ifname}")
                 continue
             if isinstance(obj, AddressSpec):
-                requests.append(nb.address_request(change.op, obj, index))
+                requests.append(nb.address_request(change.op, obj, index, replace=change.theirs))
             elif isinstance(obj, MtuSpec):
                 requests.append(nb.link_mtu_request(index, obj.mtu))
             else:
-                requests.append(nb.route_request(change.op, obj, index, del_proto))
+                requests.append(
+                    nb.route_request(change.op, obj, index, del_proto, replace=change.theirs)
+                )
         answers = iter(self._chan.exchange(requests))
         for pos, change in enumerate(changes.changes):
             err, reason = verdicts[pos] if pos in verdicts else next(answers)

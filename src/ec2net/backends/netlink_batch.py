@@ -39,6 +39,7 @@ from pyroute2.netlink import (
     NLM_F_DUMP,
     NLM_F_DUMP_INTR,
     NLM_F_EXCL,
+    NLM_F_REPLACE,
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
@@ -60,7 +61,12 @@ from pyroute2.netlink.rtnl import (
     rt_type,
 )
 from pyroute2.netlink.rtnl.fibmsg import FR_ACT_TO_TBL, fibmsg
-from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_NOPREFIXROUTE, ifaddrmsg
+from pyroute2.netlink.rtnl.ifaddrmsg import (
+    IFA_F_NODAD,
+    IFA_F_NOPREFIXROUTE,
+    IFA_F_PERMANENT,
+    ifaddrmsg,
+)
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
@@ -87,14 +93,18 @@ RTN_UNICAST: int = rt_type["unicast"]
 RTPROT_RA: int = rt_proto["ra"]
 F_ADD = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 F_DEL = NLM_F_REQUEST | NLM_F_ACK
+# A take-over: the object with the same key (another tool's) becomes ours in place.
+F_REPLACE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
 
 __all__ = [
     # pyroute2's constants are re-exported: netlink.py reads them as nb.NAME
     "FR_ACT_TO_TBL",
     "F_ADD",
     "F_DEL",
+    "F_REPLACE",
     "IFA_F_NODAD",
     "IFA_F_NOPREFIXROUTE",
+    "IFA_F_PERMANENT",
     "IFF_UP",
     "NLMSG_DONE",
     "NLMSG_ERROR",
@@ -103,6 +113,7 @@ __all__ = [
     "NLM_F_DUMP",
     "NLM_F_DUMP_INTR",
     "NLM_F_EXCL",
+    "NLM_F_REPLACE",
     "NLM_F_REQUEST",
     "OK",
     "RTM_DELADDR",
@@ -394,7 +405,9 @@ def link_mtu_request(index: int, mtu: int) -> Request:
     return Request(ifinfmsg, RTM_NEWLINK, F_DEL, fields, (("IFLA_MTU", mtu),))
 
 
-def address_request(op: Op, spec: AddressSpec, index: int) -> Request:
+def address_request(op: Op, spec: AddressSpec, index: int, *, replace: bool = False) -> Request:
+    """`replace`: the address is there already (another tool's, with a lease's lifetime):
+    it stays, without a lifetime (no IFA_CACHEINFO means forever)."""
     addr = spec.address
     text = str(addr.ip)
     flags = 0
@@ -412,7 +425,7 @@ def address_request(op: Op, spec: AddressSpec, index: int) -> Request:
     )
     attrs: tuple[Attr, ...]
     if op is Op.ADD:
-        kind, how = RTM_NEWADDR, F_ADD
+        kind, how = RTM_NEWADDR, F_REPLACE if replace else F_ADD
         attrs = (("IFA_LOCAL", text),)  # the kernel takes it for IFA_ADDRESS too
     else:
         # IFA_ADDRESS as well so that a delete matches the prefix length too.
@@ -429,11 +442,20 @@ def _table_byte(table: int) -> int:
 
 
 def route_request(
-    op: Op, spec: RouteSpec, oif: Optional[int], proto: int = RTPROT_EC2NET
+    op: Op,
+    spec: RouteSpec,
+    oif: Optional[int],
+    proto: int = RTPROT_EC2NET,
+    *,
+    replace: bool = False,
 ) -> Request:
-    """`proto` 0 on delete matches any protocol (a network manager's objects)."""
+    """`proto` 0 on delete matches any protocol (a network manager's objects, another
+    tool's); `replace` on add takes the place of the route with the same key."""
     dst = spec.dst
-    kind, how = (RTM_NEWROUTE, F_ADD) if op is Op.ADD else (RTM_DELROUTE, F_DEL)
+    if op is Op.ADD:
+        kind, how = RTM_NEWROUTE, F_REPLACE if replace else F_ADD
+    else:
+        kind, how = RTM_DELROUTE, F_DEL
     fields = (
         ("family", int(family_of(dst))),
         ("dst_len", dst.prefixlen),
@@ -454,6 +476,8 @@ def route_request(
         attrs += (("RTA_GATEWAY", str(spec.gateway)),)
     if spec.src is not None:
         attrs += (("RTA_PREFSRC", str(spec.src)),)
+    if spec.metric is not None:
+        attrs += (("RTA_PRIORITY", spec.metric),)
     return Request(rtmsg, kind, how, fields, attrs)
 
 
