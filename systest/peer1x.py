@@ -111,7 +111,8 @@ After=sys-subsystem-net-devices-%i.device
 # server-ID") and dhclient loops. The guest's dhclient (diverted) reads that file
 # without that one line; everything else of the file and the command stands.
 DHCLIENT = "/usr/sbin/dhclient"
-DHCLIENT_REAL = "/usr/sbin/dhclient.distrib"
+# in a directory of its own, so that the process is still called "dhclient" (comm)
+DHCLIENT_REAL = "/usr/lib/systest-dhclient/dhclient"
 DHCLIENT_WRAPPER = f"""\
 #!/bin/bash
 # systest: dhclient, less 1.7.3's `supersede dhcp-server-identifier` (see peer1x.py):
@@ -232,6 +233,7 @@ def divert_dhclient() -> list[list[str]]:
     """The chroot commands that put DHCLIENT_WRAPPER in dhclient's place (run after
     `stage`, which writes the wrapper as DHCLIENT + '.systest')."""
     return [
+        ["mkdir", "-p", str(Path(DHCLIENT_REAL).parent)],
         ["dpkg-divert", "--local", "--rename", "--divert", DHCLIENT_REAL, "--add", DHCLIENT],
         ["mv", f"{DHCLIENT}.systest", DHCLIENT],
     ]
