@@ -296,6 +296,24 @@ def adopted_lifetimes(state: dict[str, Any]) -> list[str]:
     ]
 
 
+def has_ra_default(state: dict[str, Any]) -> bool:
+    return any(r.get("dst") == "default" and _proto(r) == "ra" for r in state["main"])
+
+
+def settled_state(g: VpcGuest, p: Plugged, timeout: float = 30.0) -> dict[str, Any]:
+    """The ENI's state once its link has the router's advertisement (the daemon then
+    moves the table's IPv6 routes to the RA router): snapshots taken a moment apart,
+    one before the RA and one after, would differ in that alone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = eni_state(g, p)
+        if not p.eni.ipv6s or has_ra_default(state) or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    wait_status_ok(g, [p.eni.mac], 20.0)
+    return eni_state(g, p)
+
+
 # ------------------------------------------------------------------ the old tool
 
 
@@ -392,6 +410,7 @@ class Switched:
     old_left: list[str]  # what the old tool still has
     expiring: list[str]  # adopted addresses that would expire
     missing: list[str]  # (source, address) pairs not answering afterwards
+    journal: str = ""  # the guest's journal from the upgrade on (times: seconds of probe)
 
 
 def switch_to_ec2net(
@@ -409,6 +428,7 @@ def switch_to_ec2net(
     # package keeps (rpm writes its own as .rpmnew, dpkg keeps the old with confold)
     g.agent.write_file("/etc/ec2net/ec2net.toml", install.config_toml(refresh_interval))
     kind = kind_of(g.image.variant)
+    guest_t0 = float(g.agent.run(["date", "+%s.%N"], check=True).stdout.strip())
     probe = ContinuousProbe(g, old.answering).start()
     time.sleep(2.0)
     command = upgrade_command(package, guest_path)
@@ -439,6 +459,7 @@ def switch_to_ec2net(
     probe.mark("status ok" if settle is not None else "status not ok")
     time.sleep(TAIL)
     report = probe.stop()
+    journal = _sh(g, f"journalctl --no-pager -o short-unix --since @{guest_t0:.0f}").stdout
     state = {p.ifname: eni_state(g, p) for p in old.plugged}
     left = [
         f"{p.ifname}: {x}" for p in old.plugged for x in old_tool_left(kind, p, state[p.ifname])
@@ -457,7 +478,21 @@ def switch_to_ec2net(
         left,
         expiring,
         g.unreachable(g.all_addresses()),
+        _relative(journal, guest_t0),
     )
+
+
+def _relative(journal: str, t0: float) -> str:
+    """Journal lines with their time as seconds since `t0` (the probes' zero, within the
+    agent's round trip)."""
+    out = []
+    for line in journal.splitlines():
+        stamp, _, rest = line.partition(" ")
+        try:
+            out.append(f"{float(stamp) - t0:7.1f} {rest}")
+        except ValueError:
+            out.append(line)
+    return "\n".join(out)
 
 
 # ------------------------------------------------------------------ reboot, detach
@@ -486,7 +521,7 @@ def reboot_detach_fresh(g: VpcGuest, old: OldTool, sw: Switched, timeout: float)
     reach = g.wait_reachable(g.all_addresses(), timeout, since=g.qemu.started_at)
     macs = [p.eni.mac for p in old.plugged]
     wait_status_ok(g, macs, 60.0)
-    rebooted = {p.ifname: eni_state(g, p) for p in old.plugged}
+    rebooted = {p.ifname: settled_state(g, p) for p in old.plugged}
     left_reboot = [
         f"{p.ifname}: {x}" for p in old.plugged for x in old_tool_left(kind, p, rebooted[p.ifname])
     ]
@@ -500,7 +535,7 @@ def reboot_detach_fresh(g: VpcGuest, old: OldTool, sw: Switched, timeout: float)
     again = [g.plug(p.eni) for p in old.plugged]
     fresh_reach = g.wait_reachable(g.all_addresses(), timeout, since=t0)
     wait_status_ok(g, macs, 60.0)
-    fresh = {p.eni.mac: eni_state(g, p) for p in again}
+    fresh = {p.eni.mac: settled_state(g, p) for p in again}
     by_mac_reboot = {p.eni.mac: rebooted[p.ifname] for p in old.plugged}
     by_mac_switch = {p.eni.mac: sw.state[p.ifname] for p in old.plugged}
     vs_reboot, vs_switch = [], []
@@ -625,7 +660,10 @@ def remove_and_back(
     devs = " ".join(f"/sys/class/net/{p.ifname}" for p in plugged)
     _sh(g, f"udevadm trigger --action=add --settle {devs}")
     t0 = time.monotonic()
-    reach = g.wait_reachable(old.answering, timeout, since=t0)
+    # the ENIs' addresses that answered under the old tool before (2.x's setup makes
+    # the primary flap at times: seen "answered once, then not" under 2.4.1 and 2.7.4)
+    eni_addrs = {a for p in plugged for a in addresses(p.eni)}
+    reach = g.wait_reachable([a for a in old.answering if a in eni_addrs], timeout, since=t0)
     return Back(
         cmd,
         (res.stdout + res.stderr)[-3000:],

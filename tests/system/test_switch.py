@@ -33,7 +33,15 @@ TIMEOUT = 120.0
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module", params=SWITCH_VARIANTS)
+def _variants() -> tuple[str, ...]:
+    """EC2NET_SYSTEST_SWITCH: a comma-separated subset of the guests (e.g. for a CI that
+    runs one), default all of them."""
+    want = [v.strip() for v in os.environ.get("EC2NET_SYSTEST_SWITCH", "").split(",")]
+    chosen = tuple(v for v in SWITCH_VARIANTS if v in want)
+    return chosen or SWITCH_VARIANTS
+
+
+@pytest.fixture(scope="module", params=_variants())
 def guest(request: pytest.FixtureRequest, qemu_available: None) -> Iterator[VpcGuest]:
     variant = str(request.param)
     image = ensure_image(variant)
@@ -110,6 +118,10 @@ def test_switch_with_traffic_flowing(guest: VpcGuest, switched: switch.Switched)
         f"old tool left {r.old_left or 'nothing'}; expiring {r.expiring or 'none'}; "
         f"not answering {r.missing or 'none'}"
     )
+    if r.probe.failed or r.old_left or os.environ.get("EC2NET_SYSTEST_KEEP") == "1":
+        print(f"  `{r.command}` said:\n" + "\n".join(f"    {ln}" for ln in r.output.splitlines()))
+        print("  guest journal during the switch (s after the probes started):")
+        print("\n".join(f"    {ln}" for ln in r.journal.splitlines()[-250:]))
     assert r.rc == 0, r.output
     assert r.by_hand == [], f"the package did not switch by itself: {r.by_hand}"
     assert r.settle_s is not None, r.status
