@@ -234,7 +234,10 @@ def old_tool_left(kind: str, p: Plugged, state: dict[str, Any]) -> list[str]:
                 left.append(f"file {path} (not ec2net's: {first!r})")
             if name == f"dhclient-{n}.conf":
                 left.append(f"file {path}")
-        elif name.startswith(f"70-{n}.network") or f"/70-{n}.network.d/" in path:
+        elif any(
+            name.startswith(f"{pre}-{n}.network") or f"/{pre}-{n}.network.d/" in path
+            for pre in ("70", "07")  # 07-: AWS's own .deb (its debian/ patch)
+        ):
             left.append(f"file {path}")
     ours = str(RTPROT_EC2NET)
     keys = [
@@ -459,7 +462,9 @@ def switch_to_ec2net(
     probe.mark("status ok" if settle is not None else "status not ok")
     time.sleep(TAIL)
     report = probe.stop()
-    journal = _sh(g, f"journalctl --no-pager -o short-unix --since @{guest_t0:.0f}").stdout
+    journal = _sh(
+        g, f"journalctl --no-pager -o short-unix --since @{guest_t0:.0f} | grep -v ' kernel: '"
+    ).stdout
     state = {p.ifname: eni_state(g, p) for p in old.plugged}
     left = [
         f"{p.ifname}: {x}" for p in old.plugged for x in old_tool_left(kind, p, state[p.ifname])

@@ -121,7 +121,7 @@ def test_switch_with_traffic_flowing(guest: VpcGuest, switched: switch.Switched)
     if r.probe.failed or r.old_left or os.environ.get("EC2NET_SYSTEST_KEEP") == "1":
         print(f"  `{r.command}` said:\n" + "\n".join(f"    {ln}" for ln in r.output.splitlines()))
         print("  guest journal during the switch (s after the probes started):")
-        print("\n".join(f"    {ln}" for ln in r.journal.splitlines()[-250:]))
+        print("\n".join(f"    {ln}" for ln in r.journal.splitlines()[-400:]))
     assert r.rc == 0, r.output
     assert r.by_hand == [], f"the package did not switch by itself: {r.by_hand}"
     assert r.settle_s is not None, r.status
