@@ -117,7 +117,7 @@ def find_2x(root: Path, ifname: str) -> Found:
     drop-in directory beside it."""
     # 70- upstream; 07- in the Debian package built from the release's own debian/
     # (its update-networkd-priorities patch, to sort before netplan's files)
-    files = ()
+    files: tuple[Path, ...] = ()
     for prefix in ("70", "07"):
         base = host(root, NETWORKD_RUN) / f"{prefix}-{ifname}.network"
         dropins = base.with_name(base.name + ".d")
