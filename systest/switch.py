@@ -14,8 +14,10 @@ must install and work again. Everything is measured and returned; tests assert.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shlex
+import socket
 import subprocess
 import threading
 import time
@@ -25,9 +27,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ec2net.model import RTPROT_EC2NET
+from ec2sim.netns import run_in_netns
+from ec2sim.probe import echoes
 from systest import install
 from systest.agent import Result
-from systest.guest_files import AWS_DRIVER_EDITS
+from systest.guest_files import AWS_DRIVER_EDITS, ECHO_PORT
 from systest.image import PEER_PACKAGES, split_variant
 from systest.peer1x import RPM_INSTALL
 from systest.vpc import OTHER_SUBNET_MAC, SAME_SUBNET_MAC, Plugged, Reach, VpcGuest, addresses
@@ -45,12 +49,33 @@ TAIL = 10.0
 # ------------------------------------------------------------------ continuous probe
 
 
+def probe_once(ns: str, addr: str, timeout: float) -> Optional[str]:
+    """One TCP echo from `ns` to the guest's echo service at `addr`: None when it echoed;
+    "connect" when the handshake did not complete (the network: routing, the check);
+    "echo" when it did but the echo did not come back in time (the guest's echo service
+    starved of CPU: the handshake is the kernel's, the echo user space's)."""
+    ip = ipaddress.ip_address(addr)
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        sock = run_in_netns(ns, lambda: socket.socket(family, socket.SOCK_STREAM))
+    except OSError:
+        return "connect"
+    with sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect((addr, ECHO_PORT))
+        except OSError:
+            return "connect"
+        return None if echoes(sock, b"systest-switch\n") else "echo"
+
+
 @dataclass
 class PairLog:
     source: str
     addr: str
     probes: int = 0
     failures: list[float] = field(default_factory=list)  # seconds after the start
+    connect_failures: int = 0  # of those, the handshake did not complete
     longest_gap: float = 0.0  # between two successes (or the start and the first)
     last_ok: Optional[float] = None
 
@@ -66,6 +91,10 @@ class ProbeReport:
         return sum(len(p.failures) for p in self.pairs)
 
     @property
+    def connect_failed(self) -> int:
+        return sum(p.connect_failures for p in self.pairs)
+
+    @property
     def probes(self) -> int:
         return sum(p.probes for p in self.pairs)
 
@@ -78,7 +107,8 @@ class ProbeReport:
 
     def failures(self) -> list[str]:
         return [
-            f"{p.addr} from {p.source}: {len(p.failures)} failed at "
+            f"{p.addr} from {p.source}: {len(p.failures)} failed "
+            f"({p.connect_failures} no handshake) at "
             + ", ".join(f"{t:.1f}" for t in p.failures[:8])
             + (" ..." if len(p.failures) > 8 else "")
             + " s"
@@ -90,7 +120,8 @@ class ProbeReport:
         marks = "; ".join(f"{label} at {t:.1f} s" for t, label in self.marks)
         gaps = ", ".join(f"{a} {g * 1000:.0f} ms" for a, g in self.gap_by_addr().items())
         return (
-            f"{self.probes} probes in {self.seconds:.1f} s, {self.failed} failed "
+            f"{self.probes} probes in {self.seconds:.1f} s, {self.failed} failed, "
+            f"{self.connect_failed} of them without a handshake "
             f"({marks}); longest gap per address: {gaps}"
         )
 
@@ -121,15 +152,16 @@ class ContinuousProbe:
         last = self.t0
         while not self._stop.is_set():
             t = time.monotonic()
-            ok = self.g.fabric.probe(ns, log.addr, timeout=self.timeout)
+            kind = probe_once(ns, log.addr, self.timeout)
             now = time.monotonic()
             log.probes += 1
-            if ok:
+            if kind is None:
                 log.longest_gap = max(log.longest_gap, now - last)
                 last = now
                 log.last_ok = now - self.t0
             else:
                 log.failures.append(t - self.t0)
+                log.connect_failures += kind == "connect"
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - t)))
         # a pair failing at the end counts its open gap too
         log.longest_gap = max(log.longest_gap, time.monotonic() - last - self.interval)
