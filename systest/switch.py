@@ -630,6 +630,11 @@ for top in ("/run/systemd/network", "/etc/sysconfig/network-scripts", "/run/Netw
                 first = open(path, errors="replace").readline()
             except OSError:
                 first = ""
+            # migrate's file for the primary (2.x had configured it) is the primary's
+            # configuration from then on, kept on purpose: without it the primary
+            # would have no DHCP once 2.x's file is gone
+            if path == "/etc/systemd/network/80-ec2net-primary.network":
+                continue
             if first.startswith(MARK) or "ec2net" in name:
                 out.append("file " + path)
 for fam in ("-4", "-6"):
