@@ -24,7 +24,7 @@ import pytest
 
 from systest import harness, install, switch
 from systest.image import SWITCH_VARIANTS, ensure_image
-from systest.vpc import VpcGuest
+from systest.vpc import VpcGuest, addresses
 
 pytestmark = pytest.mark.system
 
@@ -97,11 +97,13 @@ def test_old_tool_configured_the_enis(guest: VpcGuest, old: switch.OldTool) -> N
     # the old tool made each ENI's table (the switch starts from its objects)
     for ifname, state in old.state.items():
         assert state["routes"], f"{ifname}: no routes in its table\n{state}"
-    primary = [str(a) for a in guest.fabric.world.primary().ipv4s]
-    assert set(primary) <= set(old.answering)
     if switch.kind_of(_v(guest)) == "1x":
         # 1.7.3 makes every address answer through the check
         assert old.reach.ok, old.reach.missing
+    else:
+        # 2.x's own doing, not asserted: seen, Debian's 2.4.1 breaks the primary once the
+        # ENI in its subnet is configured; the probes cover what answers
+        assert set(addresses(old.plugged[0].eni)) & set(old.answering), old.reach.missing
 
 
 def test_switch_with_traffic_flowing(guest: VpcGuest, switched: switch.Switched) -> None:
