@@ -25,7 +25,7 @@ from typing import Optional
 
 from systest.agent import Agent, AgentError
 from systest.guest_files import AGENT_PORT_NAME
-from systest.image import Image, cache_dir
+from systest.image import Image, cache_dir, kernel_append
 from systest.qmp import Qmp, QmpError
 
 QEMU = "qemu-system-x86_64"
@@ -176,7 +176,8 @@ class Vm:
         if not self.allow_reboot:
             argv.append("-no-reboot")
         argv += ["-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd)]
-        argv += ["-append", f"{KERNEL_APPEND} {self.extra_append}".strip()]
+        append = f"{KERNEL_APPEND} {kernel_append(self.image.variant)} {self.extra_append}"
+        argv += ["-append", " ".join(append.split())]
         argv += list(self.extra_args)
         argv += ["-chardev", f"file,id=console,path={self.console_log}"]
         argv += ["-serial", "chardev:console"]

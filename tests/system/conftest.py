@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from systest import harness, install
-from systest.image import CLOUD_INIT_VARIANTS, EC2NET_VARIANTS, Image, ensure_image
+from systest.image import (
+    CLOUD_INIT_VARIANTS,
+    EC2NET_VARIANTS,
+    SWITCH_VARIANTS,
+    Image,
+    ensure_image,
+)
 from systest.qemu import BootInfo, Vm, qemu_usable
 
 PRIMARY_IP = "10.0.1.10"
@@ -63,7 +69,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # One boot per guest: keep each variant's tests together, in definition order (a
     # test parametrized indirectly with one variant would otherwise run apart from the
     # others of that guest and cost a second boot).
-    order = {v: i for i, v in enumerate((*EC2NET_VARIANTS, *CLOUD_INIT_VARIANTS))}
+    order = {
+        v: i for i, v in enumerate((*EC2NET_VARIANTS, *CLOUD_INIT_VARIANTS, *SWITCH_VARIANTS))
+    }
 
     def key(item: pytest.Item) -> tuple[int, str, int]:
         callspec = getattr(item, "callspec", None)

@@ -192,6 +192,11 @@ def test_what_1x_and_2x_left_and_never_ours(tmp_path: Path) -> None:
     for path in two.files:
         _remove_theirs(path)
     assert ours.exists() and not theirs.exists() and not two.files[0].is_symlink()
+    # AWS's own Debian package (2.7.4's debian/ patch) names them 07-IF
+    (net_dir / "07-ens7.network.d").mkdir()
+    (net_dir / "07-ens7.network").symlink_to("/usr/lib/systemd/network/80-ec2.network")
+    deb = othertools.find_2x(tmp_path, "ens7")
+    assert deb.files == (net_dir / "07-ens7.network", net_dir / "07-ens7.network.d")
 
 
 def test_the_primary_keeps_its_dhcp_only_where_2x_ran_it(tmp_path: Path) -> None:
