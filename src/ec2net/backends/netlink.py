@@ -469,7 +469,7 @@ class NetlinkBackend:
             obj = change.obj
             # Managed: a network manager added our objects with its own protocol; and
             # another tool's objects are deleted whatever theirs.
-            del_proto = 0 if self.managed or change.theirs else RTPROT_EC2NET
+            del_proto = change.proto if change.theirs else 0 if self.managed else RTPROT_EC2NET
             if isinstance(obj, RuleSpec):
                 requests.append(nb.rule_request(change.op, obj, del_proto))  # needs no device
                 continue
