@@ -35,21 +35,26 @@ HANDLER = f"{DIR}/handler"
 RULE = "/run/udev/rules.d/99-systest-floor.rules"
 IFNAME = "@IF@"  # replaced by the handler with the name udev gave the NIC
 
-# udev runs RUN+= programs after every rule, so after the rename; $attr{address} is the
+# udev runs RUN+= programs after every rule, after the rename: $name is the new name
+# ($env{INTERFACE} still the kernel's eth0), $attr{address} the
 # MAC. The shell and ip are all that runs.
 HANDLER_SH = f"""#!/bin/sh
 # systest floor: apply the batch the host left for this MAC ($2) to interface $1
-f={DIR}/$2.batch
-[ -f "$f" ] || exit 0
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+f={DIR}/$2
+[ -f "$f.batch4" ] || exit 0
 read t0 _ < /proc/uptime
-sed "s/{IFNAME}/$1/g" "$f" | ip -force -batch -
+sed "s/{IFNAME}/$1/g" "$f.batch4" | ip -force -batch - > "$f.out" 2>&1
 rc=$?
+sed "s/{IFNAME}/$1/g" "$f.batch6" | ip -6 -force -batch - >> "$f.out" 2>&1
+rc=$((rc + $?))
 read t1 _ < /proc/uptime
 echo "$t0 $t1 $rc" >> {DIR}/$2.log
 """
+# /run may be mounted noexec: the shell reads the script
 RULE_TEXT = (
     'ACTION=="add", SUBSYSTEM=="net", ATTR{address}=="?*", '
-    f'RUN+="{HANDLER} $env{{INTERFACE}} $attr{{address}}"\n'
+    f'RUN+="/bin/sh {HANDLER} $name $attr{{address}}"\n'
 )
 
 
@@ -92,17 +97,23 @@ def _rule_line(r: RuleSpec) -> str:
     return f"{text} proto 236"
 
 
-def batch_lines(g: VpcGuest, eni: Eni, mtu: Optional[int] = VPC_MTU) -> list[str]:
+def batch_lines(
+    g: VpcGuest, eni: Eni, mtu: Optional[int] = VPC_MTU
+) -> tuple[list[str], list[str]]:
     """The ENI's planned objects as `ip -batch` lines, the interface named IFNAME; in
-    ec2net's order (MTU, addresses, on-link routes, gateway routes, rules)."""
+    ec2net's order (MTU, addresses, on-link routes, gateway routes, rules). One batch
+    per family: `ip rule` takes the family from -6 only."""
     link = Link(0, IFNAME, eni.mac, "virtio_net", ipv6_routers=(AWS_IPV6_ROUTER,))
     plan = plan_interface(metadata_of(g, eni), link, PlanOptions(mtu=mtu))
-    lines = [f"link set dev {IFNAME} up" + (f" mtu {mtu}" if mtu is not None else "")]
-    lines += [_addr_line(a) for a in sorted(plan.addresses, key=str)]
-    routes = sorted(plan.routes, key=lambda r: (r.gateway is not None, r.family, str(r)))
-    lines += [_route_line(r) for r in routes]
-    lines += [_rule_line(r) for r in sorted(plan.rules, key=lambda r: (r.family, str(r)))]
-    return lines
+    out: tuple[list[str], list[str]] = ([], [])
+    out[0].append(f"link set dev {IFNAME} up" + (f" mtu {mtu}" if mtu is not None else ""))
+    for a in sorted(plan.addresses, key=str):
+        out[a.family is Family.V6].append(_addr_line(a))
+    for r in sorted(plan.routes, key=lambda r: (r.gateway is not None, str(r))):
+        out[r.family is Family.V6].append(_route_line(r))
+    for rule in sorted(plan.rules, key=str):
+        out[rule.family is Family.V6].append(_rule_line(rule))
+    return out
 
 
 def disable_ec2net(g: VpcGuest) -> None:
@@ -132,7 +143,8 @@ def uninstall(g: VpcGuest) -> None:
 
 def prepare(g: VpcGuest, eni: Eni) -> None:
     """Before the NIC appears: the batch for its MAC (the objects known in advance)."""
-    g.agent.write_file(f"{DIR}/{eni.mac}.batch", ("\n".join(batch_lines(g, eni)) + "\n").encode())
+    for fam, lines in zip("46", batch_lines(g, eni)):
+        g.agent.write_file(f"{DIR}/{eni.mac}.batch{fam}", "\n".join(lines) + "\n")
 
 
 def handler_times(g: VpcGuest, eni: Eni) -> list[tuple[float, float, int]]:
@@ -150,9 +162,9 @@ def handler_times(g: VpcGuest, eni: Eni) -> list[tuple[float, float, int]]:
 
 def remove_rules(g: VpcGuest, eni: Eni) -> None:
     """After the unplug: the rules (the link took its addresses and routes along)."""
-    lines = [ln.replace("rule add ", "rule del ", 1) for ln in batch_lines(g, eni)]
-    text = "\n".join(ln for ln in lines if ln.startswith("rule del ")) + "\n"
-    g.agent.run(["ip", "-force", "-batch", "-"], input=text, check=False)
+    for fam, lines in zip(("-4", "-6"), batch_lines(g, eni)):
+        dels = [ln.replace("rule add ", "rule del ", 1) for ln in lines if ln.startswith("rule")]
+        g.agent.run(["ip", fam, "-force", "-batch", "-"], input="\n".join(dels) + "\n")
 
 
 @dataclass
@@ -179,6 +191,10 @@ def hotplug(
         g, subnet, n_ipv4, timeout, n_ipv6=n_ipv6, unplug=False, tail=0.0, before_plug=before
     )
     runs = handler_times(g, plugged.eni)
+    if not runs or runs[0][2] != 0:  # say why, for the benchmark's log
+        mac = plugged.eni.mac
+        out = g.agent.run(["sh", "-c", f"cat {DIR}/{mac}.out; journalctl -n 15 -u systemd-udevd"])
+        print(f"floor handler for {mac}: {runs}\n{out.stdout}", flush=True)
     start = ip = rc = None
     if runs and t0:
         up0, up1, rc = runs[0]
@@ -186,6 +202,6 @@ def hotplug(
         ip = (up1 - up0) * 1000
     r.unplug_s = g.unplug(plugged)
     remove_rules(g, plugged.eni)
-    g.agent.run(["rm", "-f", f"{DIR}/{plugged.eni.mac}.batch", f"{DIR}/{plugged.eni.mac}.log"])
+    g.agent.run(["sh", "-c", f"rm -f {DIR}/{plugged.eni.mac}.*"])
     r.clean_s, r.leftovers = g.wait_clean(plugged, 30.0)
     return FloorPlug(r, start, ip, rc)
