@@ -3,8 +3,10 @@
   python3 benchmarks/bench_large.py [--reps N] [--python PATH] [--idle SECONDS] [--json FILE]
 
 Each point is its own simulated VPC (a multi-card world: IMDS serves `network-card`)
-where every ENI has 50 IPv4 and 50 IPv6 addresses: 15 ENIs on card 0 (devices 1-15),
-and 64 ENIs two per card on 32 cards (card 0 devices 1-2, cards 1-31 devices 0-1). Per
+where every ENI has 50 IPv4 and 50 IPv6 addresses, four ENIs per /24 subnet (the
+simulated router answers NDP for a subnet's other ports: one subnet for 64 ENIs would
+cost it 200,000 proxy entries): 15 ENIs on card 0 (devices 1-15), and 64 ENIs two per
+card on 32 cards (card 0 devices 1-2, cards 1-31 devices 0-1). Per
 point: `ec2net scan` from nothing (wall and CPU of the process, IMDS requests and their
 span: first answer to last), then a no-change `refresh`; medians of the runs, each from
 a clean kernel and an empty runtime directory. The growth is per ENI: scan CPU per ENI
@@ -15,6 +17,7 @@ IMDS requests per ENI per interval. Needs root.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import shutil
 import sys
@@ -25,7 +28,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_watch import MACS, start_daemon, stop
-from common import Fabric, Runner, applied, batch_lines, big_world, ip_batch, median
+from common import Fabric, Runner, applied, batch_lines, ip_batch, median
+
+from ec2sim.world import Subnet, World, default_world
 
 PER_ENI = 50
 POINTS = (15, 64)
@@ -40,15 +45,31 @@ def _layout(n: int) -> list[tuple[int, int]]:
     return slots[:n]
 
 
-def _world(n: int) -> Fabric:
-    w = big_world()
+PER_SUBNET = 4
+
+
+def large_world() -> World:
+    """The default VPC with 16 more subnets (10.0.32-47.0/24 and their /64s), multi-card,
+    without the default world's spare ENI (the layout numbers every device)."""
+    w = default_world()
     w.multi_card = True
-    f = Fabric(world=w, label="bench")
+    w.enis = {m: e for m, e in w.enis.items() if m == w.primary_mac}
+    for i in range(16):
+        w.subnets[f"subnet-l{i}"] = Subnet(
+            f"subnet-l{i}",
+            ipaddress.IPv4Network(f"10.0.{32 + i}.0/24"),
+            ipaddress.IPv6Network(f"2600:1f16:292:{0x20 + i:x}::/64"),
+        )
+    return w
+
+
+def _world(n: int) -> Fabric:
+    f = Fabric(world=large_world(), label="bench")
     f.start()
     try:
         for i, (card, dev) in enumerate(_layout(n)):
             eni = f.new_eni(
-                "subnet-b",
+                f"subnet-l{i // PER_SUBNET}",
                 network_card=card,
                 device_number=dev,
                 n_ipv4=PER_ENI,
