@@ -14,7 +14,8 @@ left that our plan does not hold.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from ec2net import foreign
 from ec2net.diff import Current, Delta, changeset, diff_interface
@@ -42,6 +43,8 @@ def current(
     local = snap.local_routes_of(link.name) if link is not None else frozenset()
     routes = frozenset(r for tb in tables for r in snap.routes_of(tb))
     rules = frozenset(r for tb in tables for r in snap.rules_of(tb))
+    if adds_own_objects and t.plan is not None:
+        routes = _at_the_managers_metric(routes, t.plan.routes)
     if adds_own_objects and t.theirs:
         # The manager's objects and theirs look alike (our own protocol is not on them):
         # theirs are what was there before, unless the plan has exactly that object.
@@ -57,6 +60,21 @@ def current(
         link_mtu=link.mtu if link is not None else None,
         restore_mtu=t.record.mtu_before if t.record is not None else None,
     )
+
+
+def _at_the_managers_metric(
+    routes: frozenset[RouteSpec], planned: Iterable[RouteSpec]
+) -> frozenset[RouteSpec]:
+    """A manager adds the routes of our file with its own metric where the plan has none
+    (NetworkManager: 100 + the device's number, unless a route sets one): such a route is
+    the planned one. Only the metric is overlooked, only where the plan leaves it out."""
+    want = frozenset(planned)
+    free = {replace(r, metric=None) for r in want if r.metric is None}
+    out = set()
+    for r in routes:
+        bare = replace(r, metric=None)
+        out.add(bare if r.metric is not None and r not in want and bare in free else r)
+    return frozenset(out)
 
 
 def target_delta(
