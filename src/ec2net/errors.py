@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_TRANSIENT = 1  # systemd may retry
 EXIT_PERMANENT = 2  # bad config, interface gone for good: do not retry
@@ -14,8 +16,12 @@ class Ec2NetError(Exception):
 
 
 class ConfigError(Ec2NetError):
+    # A reason quotes the bad value, which can be a line of thousands of characters.
+    SHOWN = 200
+
     def __init__(self, path: str, key: str, reason: str) -> None:
-        super().__init__(f"{path}: {key}: {reason}")
+        shown = reason if len(reason) <= self.SHOWN else reason[: self.SHOWN] + "..."
+        super().__init__(f"{path}: {key}: {shown}")
         self.path = path
         self.key = key
         self.reason = reason
@@ -102,6 +108,25 @@ class ForeignConfig(Ec2NetError):
 
 class LockTimeout(Ec2NetError):
     retryable = True
+
+
+class RuntimeDirError(Ec2NetError):
+    """The runtime directory cannot take a write (full, read-only, an I/O error). The
+    write-ahead record of a change comes first, so nothing was changed that no record
+    covers; the next run (the daemon: its next try) converges once it can write."""
+
+    retryable = True
+
+    def __init__(self, root: object, what: str, err: OSError) -> None:
+        code = errno.errorcode.get(err.errno or 0, "")
+        why = f"{err.strerror or err}" + (f" ({code})" if code else "")
+        super().__init__(f"runtime directory {root}: cannot write {what}: {why}")
+        self.errno = err.errno
+
+
+class UnsafePath(Ec2NetError):
+    """A directory or file ec2net would trust that another user could change (another
+    owner, group or world write, a symbolic link): refused until an operator fixes it."""
 
 
 def exit_code(err: BaseException) -> int:

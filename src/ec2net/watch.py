@@ -13,6 +13,7 @@ file (metrics.py) for node_exporter's textfile collector.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import random
 import select
@@ -39,6 +40,7 @@ from ec2net.errors import (
     InterfaceGone,
     LockTimeout,
     MetadataError,
+    RuntimeDirError,
     TableConflict,
 )
 from ec2net.imds import ImdsClient
@@ -141,12 +143,17 @@ class Daemon:
         textfile = self.settings.metrics_textfile
         if not textfile:
             return
+        path = Path(textfile)
+        if path.is_symlink():
+            log.warning("metrics: %s is a symbolic link; not written (never through one)", path)
+            return
         try:
             with self._engine() as engine:
                 rows = collect(engine)
-            with self._metrics_lock:  # one writer at a time: the temp file name is shared
+            with self._metrics_lock:  # one writer at a time
                 text = metrics.exposition(rows, self.counters, dict(self.imds.stats.by_outcome))
-                write_if_changed(Path(textfile), text)
+                # the directory must not be a symbolic link either
+                write_if_changed(path, text, follow_dir=False)
         except (Ec2NetError, OSError) as err:
             log.warning("metrics: %s not written: %s", textfile, err)
 
@@ -163,7 +170,20 @@ class Daemon:
     def resync(self) -> None:
         with self._engine() as engine:
             self.known = {ln.index: (ln.name, ln.mac) for ln in engine.backend.links()}
-        self.submit("scan", lambda e: e.scan(), JobKind.SCAN)
+        self.submit("scan", self._scan, JobKind.SCAN)
+
+    def _scan(self, engine: Engine) -> None:
+        """A scan whose ENIs are tried again where it failed: they are in `known`
+        already, so no link event will come for them, and the refresh covers only
+        configured ENIs (a daemon started while IMDS was down never configured them)."""
+        try:
+            engine.scan()
+        except Ec2NetError:
+            for link in engine.backend.links():
+                with contextlib.suppress(Ec2NetError):
+                    if engine.link_skip(link) is None and engine.store.load(link.mac) is None:
+                        self._retry_later(link.index, link.mac)
+            raise
 
     def on_event(self, ev: LinkEvent) -> None:
         if ev.kind == "del":
@@ -172,6 +192,7 @@ class Daemon:
             old = self.known.pop(ev.index, None)
             self.routers.pop(ev.index, None)
             mac = old[1] if old else ev.mac
+            self.refresh_rounds.pop(mac, None)
             if mac and self.store.load(mac) is not None:
                 self.submit(f"mac {mac}", lambda e: e.down_mac(mac), JobKind.DOWN)
             return
@@ -179,7 +200,21 @@ class Daemon:
         self.known[ev.index] = (ev.name, ev.mac)
         if seen == (ev.name, ev.mac):
             return  # a flag or carrier change on a link we know: nothing to do
+        if not self._may_be_eni(ev) and self.store.load(ev.mac) is None:
+            return  # a bridge, a container's veth, a bond's port: no job, no netlink dump
         self._submit_up(ev.index, ev.mac)
+
+    def _may_be_eni(self, ev: LinkEvent) -> bool:
+        """What the event itself tells of eligibility (the job checks it all again): a
+        virtual link of a kind that is not in interfaces.drivers (a NIC has no kind),
+        a port of a bridge or bond, or an excluded name or MAC is no ENI. A storm of
+        such events (containers starting) then costs no job each."""
+        s = self.settings
+        if ev.link_kind and ev.link_kind not in s.drivers:
+            return False
+        if ev.master or ev.mac in s.exclude_macs:
+            return False
+        return not any(fnmatch.fnmatchcase(ev.name, pat) for pat in s.exclude_names)
 
     def on_router(self, ev: RouterEvent) -> None:
         """A link's RA router came or went: its ENI's IPv6 table routes follow now, not
@@ -200,7 +235,9 @@ class Daemon:
         def up(engine: Engine) -> None:
             try:
                 _up_by_index(engine, index)
-            except (ImdsError, MetadataError, ApplyFailed, LockTimeout, TableConflict):
+            except (
+                ImdsError, MetadataError, ApplyFailed, LockTimeout, TableConflict, RuntimeDirError,
+            ):  # fmt: skip
                 self._retry_later(index, mac)
                 raise
             with self._retry_lock:
@@ -314,13 +351,19 @@ class Daemon:
                 self.reload_requested = False
                 self.reload()
             if events.fileno() in ready:
-                for ev in events.read():
-                    if isinstance(ev, Resync):
-                        log.warning("link events were lost; re-reading all links")
-                        self.resync()
-                    elif isinstance(ev, RouterEvent):
+                batch = events.read()
+                lost = bool(batch) and isinstance(batch[0], Resync)
+                if lost:
+                    # One re-read for the whole batch; its link events are older than
+                    # that re-read, which sees what they said (and what was lost).
+                    with self._metrics_lock:
+                        self.counters = self.counters.lost_events()
+                    log.warning("link events were lost; re-reading all links")
+                    self.resync()
+                for ev in batch:
+                    if isinstance(ev, RouterEvent):
                         self.on_router(ev)
-                    else:
+                    elif isinstance(ev, LinkEvent) and not lost:
                         self.on_event(ev)
             self._reap()
 

@@ -16,6 +16,7 @@ import enum
 import errno
 import ipaddress
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
@@ -34,6 +35,10 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from ec2net.model import TABLE_MAIN
 
 RCVBUF = 1 << 20
+# One read() returns after this long even if more is queued, so a storm of events
+# cannot keep the daemon's loop (its watchdog pings, its timers) from turning. What the
+# kernel cannot queue meanwhile is lost and reported as Resync.
+READ_SLICE = 0.2
 
 
 class LinkChange(str, enum.Enum):
@@ -49,6 +54,11 @@ class LinkEvent:
     index: int
     name: str
     mac: str
+    # IFLA_INFO_KIND of a virtual link ("bridge", "veth", "dummy"...; "" for a NIC)
+    # and IFLA_MASTER (the bridge or bond it is a port of): what lets the daemon drop
+    # events of links that cannot be ENIs without a job.
+    link_kind: str = ""
+    master: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,16 +94,19 @@ class LinkEvents:
         self._sock.close()
 
     def read(self) -> list[Event]:
-        """Everything queued now (never blocks)."""
+        """What is queued now, for at most READ_SLICE seconds (never blocks). Lost
+        events give one Resync, first in the list."""
         out: list[Event] = []
-        while True:
+        lost = False
+        deadline = time.monotonic() + READ_SLICE
+        while time.monotonic() < deadline:
             try:
                 data = self._sock.recv(1 << 16)
             except BlockingIOError:
-                return out
+                break
             except OSError as err:
                 if err.errno == errno.ENOBUFS:
-                    out.append(Resync())
+                    lost = True
                     continue
                 raise
             for msg in self._marshal.parse(data):
@@ -105,14 +118,18 @@ class LinkEvents:
                     continue
                 if kind not in (RTM_NEWLINK, RTM_DELLINK):
                     continue
+                info = msg.get_attr("IFLA_LINKINFO")
                 out.append(
                     LinkEvent(
                         LinkChange.NEW if kind == RTM_NEWLINK else LinkChange.DEL,
                         int(msg["index"]),
                         str(msg.get_attr("IFLA_IFNAME") or ""),
                         str(msg.get_attr("IFLA_ADDRESS") or "").lower(),
+                        str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else "",
+                        int(msg.get_attr("IFLA_MASTER") or 0),
                     )
                 )
+        return [Resync(), *out] if lost else out
 
 
 def ra_default_router(msg: Any) -> Optional[tuple[int, ipaddress.IPv6Address]]:
