@@ -35,7 +35,9 @@ class MetadataError(Ec2NetError):
 
     def __init__(self, key: str, value: str, reason: str) -> None:
         shown = value if len(value) <= self.SHOWN else value[: self.SHOWN] + "..."
-        super().__init__(f"metadata {key}={shown!r}: {reason}")
+        # a parser's reason can quote the value whole (ipaddress does)
+        said = reason if len(reason) <= 2 * self.SHOWN else reason[: 2 * self.SHOWN] + "..."
+        super().__init__(f"metadata {key}={shown!r}: {said}")
         self.key = key
         self.value = value
         self.reason = reason

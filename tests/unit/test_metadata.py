@@ -185,3 +185,9 @@ def test_a_body_of_100000_lines_is_refused_without_splitting_it() -> None:
     finally:
         tracemalloc.stop()
     assert peak < len(body)  # not a copy of it, let alone a list of its lines
+
+
+def test_a_reason_that_quotes_a_long_value_is_cut() -> None:
+    with pytest.raises(MetadataError) as err:
+        metadata._each("local-ipv4s", "9" * 200_000, metadata._addr4)
+    assert len(str(err.value)) < 400
