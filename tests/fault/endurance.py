@@ -197,3 +197,41 @@ def percentile(values: list[float], p: float) -> float:
         return float("nan")
     rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
     return ordered[rank - 1]
+
+
+# --- a daemon that logs to a file -------------------------------------------------------
+
+
+@dataclass
+class LoggedDaemon:
+    """`ec2net -v watch` with its log in a file (a pipe nobody reads would fill and
+    block a daemon that runs for minutes)."""
+
+    proc: subprocess.Popen[str]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_logged_daemon(
+    fw: FaultWorld, env: Optional[dict[str, str]] = None, name: str = "daemon"
+) -> LoggedDaemon:
+    log_path = fw.tmp / f"{name}.{len(fw.daemons)}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            fw.argv("-v", "watch"), env={**fw.env(), **(env or {})},
+            stdout=subprocess.DEVNULL, stderr=log, text=True,
+        )  # fmt: skip
+    fw.daemons.append(proc)
+    return LoggedDaemon(proc, log_path)
+
+
+def stop_logged_daemon(fw: FaultWorld, daemon: LoggedDaemon) -> float:
+    took = fw.stop_daemon(daemon.proc)
+    fw.daemons.remove(daemon.proc)
+    return took

@@ -95,7 +95,10 @@ def _clean(op: str, worlds: Callable[..., FaultWorld]) -> int:
         fw = worlds(foreign=False)
         if op == "watch":
             fw.must("up", "eth1")
-            peak, _ = _daemon_peak(fw, lambda: fw.fabric.attach(THIRD, "eth2"), 4.0)
+            def attach() -> None:
+                fw.fabric.attach(THIRD, "eth2")
+
+            peak, _ = _daemon_peak(fw, attach, 4.0)
         else:
             prepare(fw, op)
             run, peak = run_peak(fw, *cli_args(op))
