@@ -30,7 +30,14 @@ from typing import Any, Callable, Optional
 from ec2net import cancel, metrics
 from ec2net import config as config_mod
 from ec2net.backends import open_backend
-from ec2net.backends.netlink_events import LinkChange, LinkEvent, LinkEvents, Resync, RouterEvent
+from ec2net.backends.netlink_events import (
+    LinkChange,
+    LinkEvent,
+    LinkEvents,
+    Resync,
+    RouterEvent,
+    dump_links,
+)
 from ec2net.config import Settings
 from ec2net.engine import Engine
 from ec2net.errors import (
@@ -61,6 +68,9 @@ FRESH_WITHIN = 10.0
 # for that round. An IPv4-only ENI thus costs one request per interval, and a new key
 # is picked up within LISTING_EVERY intervals (5 minutes at the default 60 s).
 LISTING_EVERY = 5
+# Lost link events (ENOBUFS) re-read every link at most this often: a storm that keeps
+# overflowing the socket costs one link dump a second, not one per read.
+RESYNC_EVERY = 1.0
 
 
 class Daemon:
@@ -77,6 +87,8 @@ class Daemon:
         self.refresh_rounds: dict[str, int] = {}  # mac -> refreshes so far
         self.stopping = False
         self.reload_requested = False
+        self.last_resync = float("-inf")  # monotonic
+        self.resync_due: Optional[float] = None
         self._wake: Optional[socket.socket] = None  # written when a job ends
         self.next_refresh = time.monotonic() + self._interval()
         self.counters = DaemonCounters(started=time.time())
@@ -167,10 +179,37 @@ class Daemon:
                     self.submit(key, work, kind)
 
     # --- events ------------------------------------------------------------------------
-    def resync(self) -> None:
+    def rescan(self) -> None:
+        """Read every link and scan (at start and after a reload)."""
         with self._engine() as engine:
             self.known = {ln.index: (ln.name, ln.mac) for ln in engine.backend.links()}
         self.submit("scan", self._scan, JobKind.SCAN)
+
+    def resync(self) -> None:
+        """Events were lost: read every link again and act on what changed since, as
+        the lost events would have (links gone: their cleanup; new or renamed links:
+        their `up`, through the same filter). No scan: a storm of lost events must not
+        become a storm of scans and IMDS reads. At most once per RESYNC_EVERY seconds;
+        a later loss waits for its turn (`resync_due`)."""
+        now = time.monotonic()
+        if now < self.last_resync + RESYNC_EVERY:
+            self.resync_due = self.resync_due or self.last_resync + RESYNC_EVERY
+            return
+        self.last_resync = now
+        self.resync_due = None
+        try:
+            links = dump_links()
+        except OSError as err:
+            log.warning("link events were lost and the links cannot be read: %s", err)
+            self.resync_due = now + RESYNC_EVERY
+            return
+        log.debug("re-read %d links in %.3f s", len(links), time.monotonic() - now)
+        fresh = {ev.index for ev in links}
+        for index, (name, mac) in list(self.known.items()):
+            if index not in fresh:
+                self.on_event(LinkEvent(LinkChange.DEL, index, name, mac))
+        for ev in links:
+            self.on_event(ev)
 
     def _scan(self, engine: Engine) -> None:
         """A scan whose ENIs are tried again where it failed: they are in `known`
@@ -290,7 +329,7 @@ class Daemon:
         self.imds = ImdsClient.from_settings(self.settings, self.store.token_cache)
         self.imds.stats = stats
         log.info("reloaded %s", self.settings.config_path)
-        self.resync()
+        self.rescan()
 
     # --- main loop ---------------------------------------------------------------------
     def run(self) -> int:
@@ -308,7 +347,7 @@ class Daemon:
         old = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
         events = LinkEvents()  # opened before the first scan: no event falls between
         try:
-            self.resync()
+            self.rescan()
             notify("READY=1\nSTATUS=watching link events")
             log.info("watching link events; refresh every %ss", self.settings.refresh_interval)
             self._loop(events, wake_r)
@@ -339,7 +378,11 @@ class Daemon:
             if now >= self.next_refresh:
                 self.refresh()
                 self.next_refresh = now + self._interval()
+            if self.resync_due is not None and now >= self.resync_due:
+                self.resync()
             deadline = min(self.next_refresh, self._due_retries(now))
+            if self.resync_due is not None:
+                deadline = min(deadline, self.resync_due)
             if watchdog is not None:
                 deadline = min(deadline, next_ping)
             timeout = max(0.0, deadline - now)
@@ -358,7 +401,8 @@ class Daemon:
                     # that re-read, which sees what they said (and what was lost).
                     with self._metrics_lock:
                         self.counters = self.counters.lost_events()
-                    log.warning("link events were lost; re-reading all links")
+                    if self.resync_due is None:
+                        log.warning("link events were lost; re-reading all links")
                     self.resync()
                 for ev in batch:
                     if isinstance(ev, RouterEvent):

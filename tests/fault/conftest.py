@@ -79,6 +79,12 @@ def _base_unassigned(fw: FaultWorld) -> None:
     fw.must("up", "eth1")
 
 
+def _eth2_eth1_detached(fw: FaultWorld) -> None:
+    fw.fabric.attach(THIRD, "eth2")
+    fw.must("up", "eth2")
+    fw.fabric.detach(SECOND)
+
+
 REFERENCE_STEPS: dict[str, Steps] = {
     "base": _base,
     "both": _both,
@@ -89,6 +95,7 @@ REFERENCE_STEPS: dict[str, Steps] = {
     "both, eth2 +1": _both_assigned,
     "both, eth2 -1": _both_unassigned,
     "base, eth1 -1": _base_unassigned,
+    "eth2, eth1 detached": _eth2_eth1_detached,
 }
 
 

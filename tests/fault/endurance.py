@@ -222,9 +222,10 @@ def start_logged_daemon(
     fw: FaultWorld, env: Optional[dict[str, str]] = None, name: str = "daemon"
 ) -> LoggedDaemon:
     log_path = fw.tmp / f"{name}.{len(fw.daemons)}.log"
+    verbose = "-vv" if os.environ.get("EC2NET_FAULT_DEBUG") else "-v"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            fw.argv("-v", "watch"), env={**fw.env(), **(env or {})},
+            fw.argv(verbose, "watch"), env={**fw.env(), **(env or {})},
             stdout=subprocess.DEVNULL, stderr=log, text=True,
         )  # fmt: skip
     fw.daemons.append(proc)

@@ -95,6 +95,7 @@ def _clean(op: str, worlds: Callable[..., FaultWorld]) -> int:
         fw = worlds(foreign=False)
         if op == "watch":
             fw.must("up", "eth1")
+
             def attach() -> None:
                 fw.fabric.attach(THIRD, "eth2")
 

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Optional
 
 from ec2net.backends import netlink_batch as nb
+from ec2net.backends import netlink_raw as raw
 from ec2net.backends.base import ApplyReport
 from ec2net.backends.netlink_events import ra_default_router
 from ec2net.errors import ApplyFailed
@@ -199,19 +200,17 @@ class NetlinkBackend:
 
     def _link_dump(self) -> list[_LinkRow]:
         out = []
-        for msg in self._chan.dump(nb.link_dump()):
-            info = msg.get_attr("IFLA_LINKINFO")
-            master = msg.get_attr("IFLA_MASTER")
-            mtu = msg.get_attr("IFLA_MTU")
+        for data, pos, length in self._chan.dump_raw(raw.link_dump_request):
+            f = raw.link_fields(data, pos, length)
             out.append(
                 _LinkRow(
-                    index=int(msg["index"]),
-                    name=str(msg.get_attr("IFLA_IFNAME") or ""),
-                    mac=str(msg.get_attr("IFLA_ADDRESS") or "").lower(),
-                    up=bool(int(msg["flags"]) & nb.IFF_UP),
-                    kind=str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else "",
-                    master=int(master) if master else None,
-                    mtu=int(mtu) if mtu else 0,
+                    index=f.index,
+                    name=f.name,
+                    mac=f.mac,
+                    up=bool(f.flags & nb.IFF_UP),
+                    kind=f.kind,
+                    master=f.master or None,
+                    mtu=f.mtu,
                 )
             )
         return out

@@ -7,7 +7,12 @@ ra) become events: an ENI's table routes via the link's RA router, which often a
 after the ENI was configured (until then they go via fe80:ec2::1). IPv4 routes and
 addresses are never joined, so bulk programming does not flood the socket. A lost
 event (ENOBUFS: the kernel dropped messages because we were slow) is reported as
-`Resync`, on which the daemon re-reads every link.
+`Resync`, on which the daemon re-reads every link (`dump_links`).
+
+Link messages are decoded by netlink_raw (the few attributes the daemon needs, not
+pyroute2's whole decoding, a millisecond a message): a burst of container links must
+not outrun the reader. Route messages are handed to pyroute2 only when their header
+says they can be an RA default route.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import enum
 import errno
 import ipaddress
+import os
 import socket
+import struct
 import time
 from dataclasses import dataclass
 from typing import Any, Optional, Union
@@ -32,6 +39,7 @@ from pyroute2.netlink.rtnl import (
 )
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
+from ec2net.backends import netlink_raw as raw
 from ec2net.model import TABLE_MAIN
 
 RCVBUF = 1 << 20
@@ -78,6 +86,37 @@ class Resync:
 Event = Union[LinkEvent, RouterEvent, Resync]
 RTPROT_RA: int = rt_proto["ra"]
 
+# rtmsg: family, dst_len, src_len, tos, table, protocol, ...
+_RT_DST_LEN, _RT_PROTOCOL = 1, 5
+DUMP_TIMEOUT = 5.0
+
+
+def _event(data: bytes, pos: int, length: int, kind: int) -> LinkEvent:
+    f = raw.link_fields(data, pos, length)
+    change = LinkChange.NEW if kind == RTM_NEWLINK else LinkChange.DEL
+    return LinkEvent(change, f.index, f.name, f.mac, f.kind, f.master)
+
+
+def dump_links() -> list[LinkEvent]:
+    """Every link in this network namespace, as NEW LinkEvents (one RTM_GETLINK dump
+    on a socket of its own)."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as sock:
+        sock.settimeout(DUMP_TIMEOUT)
+        sock.bind((0, 0))
+        seq = int(time.monotonic() * 1000) & 0x7FFFFFFF
+        sock.send(raw.link_dump_request(seq))
+        out: list[LinkEvent] = []
+        while True:
+            data = sock.recv(1 << 16)
+            for pos, length, kind, _, _ in raw.messages(data):
+                if kind == raw.NLMSG_DONE:
+                    return out
+                if kind == raw.NLMSG_ERROR:
+                    code = struct.unpack_from("=i", data, pos + raw.NLMSG.size)[0]
+                    raise OSError(-code, f"link dump: {os.strerror(-code)}")
+                if kind == RTM_NEWLINK:
+                    out.append(_event(data, pos, length, kind))
+
 
 class LinkEvents:
     def __init__(self) -> None:
@@ -109,27 +148,22 @@ class LinkEvents:
                     lost = True
                     continue
                 raise
-            for msg in self._marshal.parse(data):
-                kind = msg["header"]["type"]
-                if kind in (RTM_NEWROUTE, RTM_DELROUTE):
-                    router = _router_event(msg, kind == RTM_NEWROUTE)
-                    if router is not None:
-                        out.append(router)
-                    continue
-                if kind not in (RTM_NEWLINK, RTM_DELLINK):
-                    continue
-                info = msg.get_attr("IFLA_LINKINFO")
-                out.append(
-                    LinkEvent(
-                        LinkChange.NEW if kind == RTM_NEWLINK else LinkChange.DEL,
-                        int(msg["index"]),
-                        str(msg.get_attr("IFLA_IFNAME") or ""),
-                        str(msg.get_attr("IFLA_ADDRESS") or "").lower(),
-                        str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else "",
-                        int(msg.get_attr("IFLA_MASTER") or 0),
-                    )
-                )
+            for pos, length, kind, _, _ in raw.messages(data):
+                if kind in (RTM_NEWLINK, RTM_DELLINK):
+                    out.append(_event(data, pos, length, kind))
+                elif kind in (RTM_NEWROUTE, RTM_DELROUTE) and _maybe_ra_default(data, pos):
+                    for msg in self._marshal.parse(data[pos : pos + length]):
+                        router = _router_event(msg, kind == RTM_NEWROUTE)
+                        if router is not None:
+                            out.append(router)
         return [Resync(), *out] if lost else out
+
+
+def _maybe_ra_default(data: bytes, pos: int) -> bool:
+    """What the route message's header alone says: a default route learned from an RA
+    (the rest, table and gateway, is ra_default_router's)."""
+    body = pos + raw.NLMSG.size
+    return data[body + _RT_DST_LEN] == 0 and data[body + _RT_PROTOCOL] == RTPROT_RA
 
 
 def ra_default_router(msg: Any) -> Optional[tuple[int, ipaddress.IPv6Address]]:
