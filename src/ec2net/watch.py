@@ -331,6 +331,15 @@ class Daemon:
         log.info("reloaded %s", self.settings.config_path)
         self.rescan()
 
+    def _start_workers(self) -> None:
+        """Every worker thread from the start, not on demand: the daemon's thread count
+        is then the same for as long as it runs (a pool growing to its bound over days
+        looks like a leak to whoever counts threads)."""
+        started = threading.Barrier(WORKERS + 1)
+        for _ in range(WORKERS):
+            self.pool.submit(started.wait)
+        started.wait(timeout=10)
+
     # --- main loop ---------------------------------------------------------------------
     def run(self) -> int:
         cancel.reset()
@@ -346,6 +355,7 @@ class Daemon:
         }
         old = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
         events = LinkEvents()  # opened before the first scan: no event falls between
+        self._start_workers()
         try:
             self.rescan()
             notify("READY=1\nSTATUS=watching link events")
