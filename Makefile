@@ -90,7 +90,7 @@ check-packages:
 
 systemtest:
 	tools/setup.sh
-	.venv/bin/python -m pytest -q -p no:cacheprovider -s -m system tests/system
+	EC2NET_SYSTEST_SWITCH= .venv/bin/python -m pytest -q -p no:cacheprovider -s -m system tests/system
 
 bench:
 	tools/setup.sh

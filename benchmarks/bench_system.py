@@ -30,7 +30,8 @@ from typing import Any, Callable, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from systest import harness, install, scenarios, trace
-from systest.image import EC2NET_VARIANTS, ensure_image
+from systest.cloud_guest import AWS274_VARIANT
+from systest.image import CLOUD_INIT_VARIANTS, EC2NET_VARIANTS, ensure_image
 from systest.peer import PEER_VERSION
 from systest.qemu import qemu_usable
 from systest.vpc import IPV6_ONLY_SUBNET, OTHER_SUBNET_MAC, VpcGuest
@@ -44,6 +45,8 @@ DEFAULT_TOOLS = (
     "aws274-bookworm",
     "aws-trixie",
     "aws274-trixie",
+    "ec2net-trixie-netplan",
+    "aws274-trixie-netplan",
 )
 
 
@@ -289,7 +292,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     pkg = install.package_for(REPO, harness.short_workdir())
     available: dict[str, Tool] = {}
-    for variant in EC2NET_VARIANTS:
+    for variant in (*EC2NET_VARIANTS, *CLOUD_INIT_VARIANTS):
         available[f"ec2net-{variant}"] = Tool(
             f"ec2net {variant}",
             variant,
@@ -304,6 +307,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         available[f"aws274-{suite}"] = Tool(
             f"AWS {PEER_VERSION} {suite}", f"{suite}-aws274", None, aws_units
         )
+    # beside cloud-init's own policy routing (cloud_guest.py), as on Ubuntu's AMIs
+    available["aws274-trixie-netplan"] = Tool(
+        f"AWS {PEER_VERSION} trixie-netplan", AWS274_VARIANT, None, aws_units
+    )
     t0 = time.monotonic()
     results = [run_tool(available[name.strip()], args) for name in args.tools.split(",")]
     harness.remove_workdir(pkg.path.parent)

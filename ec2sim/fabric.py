@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import http.client
+import ipaddress
 import json
 import os
 import shutil
@@ -79,6 +80,12 @@ def tap_port_lines(
     return [f"tuntap add dev {port.name} mode tap", *lines[1:-1]]
 
 
+# Addresses outside any VPC (documentation ranges): the `outside` host's network.
+OUTSIDE_SUBNET = Subnet(
+    "outside", ipaddress.IPv4Network("198.51.100.0/24"), ipaddress.IPv6Network("2001:db8::/64")
+)
+
+
 class Fabric:
     """A running simulated VPC. Use as a context manager (or start()/stop())."""
 
@@ -93,17 +100,22 @@ class Fabric:
         label: str = "",
         attach: Sequence[tuple[str, str]] = (),
         taps: bool = False,
+        outside: bool = False,
     ) -> None:
         """`world` defaults to `default_world()`. Only the primary ENI is attached at
         start (as eth0) plus any `(mac, ifname)` in `attach`; the world's other ENIs are
         kept aside (not in IMDS) until `attach()`ed, like ENIs not yet hot-plugged.
-        `taps=True`: tap mode (see the module doc); `ifname`s are then only labels."""
+        `taps=True`: tap mode (see the module doc); `ifname`s are then only labels.
+        `outside=True`: one more host, outside the VPC (`OUTSIDE_SUBNET`, documentation
+        ranges, behind the same router and its check), as the internet stands to an
+        instance."""
         self.world = world if world is not None else default_world()
         self.prefix = "e2s" + random_suffix()
         self.router_ns = f"{self.prefix}-router"
         self.instance_ns = f"{self.prefix}-inst"
         self.client_ns = f"{self.prefix}-client"
         self.peer_ns = f"{self.prefix}-peer"
+        self.outside_ns = f"{self.prefix}-out" if outside else ""
         self.dhcp_enabled = dhcp
         self.ra_enabled = ra
         self.imds_enabled = imds
@@ -164,6 +176,8 @@ class Fabric:
                 self.spare[mac] = w.enis.pop(mac)
         # record before creating, so a crash in the middle is still cleaned up
         self.state.namespaces = [self.router_ns, self.instance_ns, self.client_ns, self.peer_ns]
+        if self.outside_ns:
+            self.state.namespaces.append(self.outside_ns)
         if self.taps:
             self.state.namespaces.remove(self.instance_ns)
         self.state.save()
@@ -174,6 +188,8 @@ class Fabric:
             write_sysctls(self.instance_ns, INSTANCE_SYSCTLS)
         write_sysctls(self.client_ns, HOST_SYSCTLS)
         write_sysctls(self.peer_ns, HOST_SYSCTLS)
+        if self.outside_ns:
+            write_sysctls(self.outside_ns, HOST_SYSCTLS)
         # nft has no `-n`: load the rule set through `ip netns exec`
         netns.run(netns.ns_exec_argv(self.router_ns, ["nft", "-f", "-"]), input=NFT_SRCDST)
 
@@ -181,6 +197,10 @@ class Fabric:
         client_subnet = self._client_subnet()
         client = host_plan("client", self.client_ns, client_subnet)
         peer = host_plan("peer", self.peer_ns, w.subnet_of(primary))
+        hosts = [client, peer]
+        if self.outside_ns:
+            w.subnets[OUTSIDE_SUBNET.subnet_id] = OUTSIDE_SUBNET
+            hosts.append(host_plan("outside", self.outside_ns, OUTSIDE_SUBNET))
         router = [
             "link set lo up",
             f"addr add {IMDS_V4}/32 dev lo",
@@ -188,7 +208,7 @@ class Fabric:
         ]
         port = self._new_port(primary.mac, w.subnet_of(primary), self.instance_ns)
         router += self._eni_port_lines(port, "eth0", nets_of(primary))
-        for host in (client, peer):
+        for host in hosts:
             mac = random_mac(self.ports)
             port = self._new_port(mac, self.world.subnets[host.subnet_id], host.ns)
             router += port_lines(port, host.ns, "eth0", host_nets(host), w.mtu)
@@ -198,7 +218,7 @@ class Fabric:
         self.ifnames[primary.mac] = "eth0"
         if not self.taps:
             ip_batch(self.instance_ns, boot_lines(self.world, primary))
-        for host in (client, peer):
+        for host in hosts:
             ip_batch(host.ns, host_lines(self.world, host))
             self.hosts[host.name] = host
 

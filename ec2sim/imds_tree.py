@@ -26,6 +26,9 @@ VPC_ID = "vpc-0123456789abcdef0"
 SECURITY_GROUP_ID = "sg-0123456789abcdef0"
 SECURITY_GROUP_NAME = "default"
 AMI_ID = "ami-0123456789abcdef0"
+# When the instance entered `pending`, for the identity document (the world has no clock
+# of launch; fixed like the other informational values).
+PENDING_TIME = "2026-01-05T10:00:00Z"
 
 # Versions listed at `/`; each serves the same tree as `latest`.
 VERSIONS = ("1.0", "2009-04-04", "2016-09-02", "2021-03-23", "latest")
@@ -160,29 +163,46 @@ def render_meta_data(world: World, now: float) -> Directory:
     return dict(sorted(md.items()))
 
 
-def render_identity_document(world: World) -> str:
+def identity_document(world: World) -> dict[str, Optional[str]]:
+    """The instance identity document with every field AWS documents for it, from the
+    world: account (the ENIs' owner), AZ, region, instance id and type, the primary's
+    private IPv4 (null on an IPv6-only primary); the product codes, kernel and ramdisk
+    ids are null as on an instance launched from a plain AMI."""
     primary = world.enis.get(world.primary_mac)
-    doc = {
+    return {
         "accountId": OWNER_ID,
         "architecture": "x86_64",
         "availabilityZone": world.availability_zone,
+        "billingProducts": None,
+        "devpayProductCodes": None,
+        "marketplaceProductCodes": None,
         "imageId": AMI_ID,
         "instanceId": world.instance_id,
         "instanceType": world.instance_type,
+        "kernelId": None,
+        "pendingTime": PENDING_TIME,
         "privateIp": str(primary.ipv4s[0]) if primary is not None and primary.ipv4s else None,
+        "ramdiskId": None,
         "region": world.region,
         "version": "2017-09-30",
     }
-    return json.dumps(doc, indent=2)
+
+
+def render_identity_document(world: World) -> str:
+    # EC2 serves it pretty-printed, with a space before each colon.
+    return json.dumps(identity_document(world), indent=2, separators=(",", " : "))
 
 
 def render_tree(world: World, now: float) -> Directory:
     """The version root (`/latest/`) for `world` as seen at monotonic time `now`."""
     with world.lock:  # one consistent snapshot even while a test mutates the world
-        return {
+        root: Directory = {
             "dynamic": {"instance-identity": {"document": render_identity_document(world)}},
             "meta-data": render_meta_data(world, now),
         }
+        if world.user_data is not None:
+            root["user-data"] = world.user_data
+        return root
 
 
 def lookup(root: Directory, parts: list[str]) -> Optional[Node]:

@@ -92,6 +92,9 @@ class World:
     # it and DHCP announces it (option 26); an instance's NIC starts at the driver's 1500
     # like a real one. None: every link stays at the kernel's 1500.
     mtu: Optional[int] = None
+    # What the instance was launched with (`/latest/user-data`); None: no user data,
+    # and IMDS answers 404 there, as EC2 does.
+    user_data: Optional[str] = None
     faults: Faults = field(default_factory=Faults)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
@@ -180,6 +183,7 @@ class World:
                 "compress_ipv6_subnets": self.compress_ipv6_subnets,
                 "propagation_delay": self.propagation_delay,
                 "stale_after_detach": self.stale_after_detach,
+                "user_data": self.user_data,
             }
 
     @classmethod
@@ -222,6 +226,7 @@ class World:
             compress_ipv6_subnets=bool(data.get("compress_ipv6_subnets", True)),
             propagation_delay=float(data.get("propagation_delay", 0.0)),
             stale_after_detach=float(data.get("stale_after_detach", 0.0)),
+            user_data=data.get("user_data"),
         )
 
     @classmethod

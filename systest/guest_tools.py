@@ -2,10 +2,16 @@
 
   echo PORT                     TCP echo on every address (the fabric's probes talk to it)
   probe PORT TIMEOUT ADDR...    TCP connect + echo to each ADDR; prints {addr: bool} as JSON
-  leftovers --ifname N --mac M --eni-id E --table T [--addr A ...]
+  leftovers --ifname N --mac M --eni-id E --table T [--addr A ...] [--dir D ...]
                                 prints, as a JSON list, what a tool left behind for a
                                 detached ENI: policy rules and routes for its table or
-                                addresses, files naming it, units still active for it
+                                addresses, files naming it (also under each D), units
+                                still active for it
+  eni-state --ifname N --table T [--addr A ...] [--dir D ...]
+                                prints, as JSON, what the guest holds for an ENI: its
+                                addresses, the rules into its table or from its
+                                addresses, its table's routes, main-table routes on it,
+                                dhclients naming it, files naming it (first line), units
 
 One process does a whole job: under TCG every process start costs ~0.3 s.
 """
@@ -92,9 +98,9 @@ def _ip_json(*args: str) -> list[dict[str, Any]]:
     return data if isinstance(data, list) else []
 
 
-def _files_naming(needles: Sequence[str], ifname: str) -> list[str]:
+def _files_naming(needles: Sequence[str], ifname: str, dirs: Sequence[str] = ()) -> list[str]:
     found = []
-    for top in STATE_DIRS:
+    for top in (*STATE_DIRS, *dirs):
         for dirpath, _, files in os.walk(top):
             for name in files:
                 path = os.path.join(dirpath, name)
@@ -113,7 +119,76 @@ def _files_naming(needles: Sequence[str], ifname: str) -> list[str]:
     return found
 
 
-def leftovers(ifname: str, mac: str, eni_id: str, table: int, addrs: Sequence[str]) -> list[str]:
+def _units_of(ifname: str) -> list[str]:
+    units = subprocess.run(
+        ["systemctl", "list-units", "--all", "--plain", "--no-legend", f"*{ifname}*"],
+        check=False,
+        capture_output=True,
+        text=True,
+    ).stdout
+    out = []
+    for line in units.splitlines():
+        fields = line.split()
+        # unit load active sub: a stopped unit is history, not a leftover
+        if len(fields) >= 3 and fields[2] in ("active", "activating", "failed", "reloading"):
+            out.append(" ".join(fields[:4]))
+    return out
+
+
+def _dhclients(ifname: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = fh.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]).startswith("dhclient") and ifname in argv:
+            found.append(f"{pid} {' '.join(a for a in argv if a)}")
+    return found
+
+
+def _first_line(path: str) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.readline().strip()
+    except OSError:
+        return ""
+
+
+def eni_state(ifname: str, table: int, addrs: Sequence[str], dirs: Sequence[str]) -> Any:
+    rules, routes, mine, main = [], [], [], []
+    for fam in ("-4", "-6"):
+        for rule in _ip_json(fam, "rule", "show"):
+            if str(rule.get("table")) == str(table) or rule.get("src") in addrs:
+                rules.append(rule)
+        routes += _ip_json(fam, "route", "show", "table", str(table))
+        main += _ip_json(fam, "route", "show", "table", "main", "dev", ifname)
+        for link in _ip_json(fam, "addr", "show", "dev", ifname):
+            mine += link.get("addr_info", [])
+    files = {p: _first_line(p) for p in _files_naming([], ifname, dirs)}
+    return {
+        "addrs": mine,
+        "rules": rules,
+        "routes": routes,
+        "main": main,
+        "dhclients": _dhclients(ifname),
+        "files": files,
+        "units": _units_of(ifname),
+    }
+
+
+def leftovers(
+    ifname: str,
+    mac: str,
+    eni_id: str,
+    table: int,
+    addrs: Sequence[str],
+    *,
+    dirs: Sequence[str] = (),
+) -> list[str]:
     out = []
     for fam in ("-4", "-6"):
         for rule in _ip_json(fam, "rule", "show"):
@@ -121,18 +196,8 @@ def leftovers(ifname: str, mac: str, eni_id: str, table: int, addrs: Sequence[st
                 out.append(f"rule {json.dumps(rule, sort_keys=True)}")
         for route in _ip_json(fam, "route", "show", "table", str(table)):
             out.append(f"route table {table} {json.dumps(route, sort_keys=True)}")
-    out += [f"file {p}" for p in _files_naming([mac.lower(), eni_id.lower()], ifname)]
-    units = subprocess.run(
-        ["systemctl", "list-units", "--all", "--plain", "--no-legend", f"*{ifname}*"],
-        check=False,
-        capture_output=True,
-        text=True,
-    ).stdout
-    for line in units.splitlines():
-        fields = line.split()
-        # unit load active sub: a stopped unit is history, not a leftover
-        if len(fields) >= 3 and fields[2] in ("active", "activating", "failed", "reloading"):
-            out.append(f"unit {' '.join(fields[:4])}")
+    out += [f"file {p}" for p in _files_naming([mac.lower(), eni_id.lower()], ifname, dirs)]
+    out += [f"unit {u}" for u in _units_of(ifname)]
     return out
 
 
@@ -151,13 +216,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_left.add_argument("--eni-id", required=True)
     p_left.add_argument("--table", type=int, required=True)
     p_left.add_argument("--addr", action="append", default=[])
+    p_left.add_argument("--dir", action="append", default=[])
+    p_state = sub.add_parser("eni-state")
+    p_state.add_argument("--ifname", required=True)
+    p_state.add_argument("--table", type=int, required=True)
+    p_state.add_argument("--addr", action="append", default=[])
+    p_state.add_argument("--dir", action="append", default=[])
     args = parser.parse_args(argv)
     if args.cmd == "echo":
         echo(args.port)
     elif args.cmd == "probe":
         print(json.dumps(probe(args.port, args.timeout, args.addrs)))
+    elif args.cmd == "eni-state":
+        print(json.dumps(eni_state(args.ifname, args.table, args.addr, args.dir)))
     else:
-        found = leftovers(args.ifname, args.mac, args.eni_id, args.table, args.addr)
+        found = leftovers(args.ifname, args.mac, args.eni_id, args.table, args.addr, dirs=args.dir)
         print(json.dumps(found))
     return 0
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from systest import peer, rhel_guest
+from systest import cloud_guest, peer, peer1x, rhel_guest
 from systest.aptsource import SUITES, apt_mirror
 from systest.guest_files import (
     AGENT_GUEST_PATH,
@@ -48,6 +48,7 @@ from systest.guest_files import (
     NETWORKD_PRIMARY,
     NM_CONF,
     NM_PRIMARY,
+    PRIMARY_IFNAME,
 )
 
 DEFAULT_CACHE = "/var/cache/ec2net-systest"
@@ -73,13 +74,25 @@ BASE_PACKAGES: tuple[str, ...] = (
 # systemd-resolved, which the AWS tool's postinst enables, so its flavours add it.
 # "aws": networkd plus Debian's amazon-ec2-net-utils (2.3.0 on bookworm, 2.4.1 on
 # trixie); "aws274": networkd plus AWS's release 2.7.4 from its own `make install`
-# (see peer.py), with only what its scripts run (curl) and systemd-resolved.
+# (see peer.py), with only what its scripts run (curl) and systemd-resolved;
+# "aws274deb": the same release as a Debian package built from its own debian/ (a
+# package swap to ec2net's .deb); "aws173": RHEL 7's network-scripts (as "ifcfg") with
+# AWS's 1.7.3 RPM (peer1x.py), eth* names, the original's design as on Amazon Linux 2.
 FLAVOUR_PACKAGES: dict[str, tuple[str, ...]] = {
     "networkd": (),
     "nm": ("network-manager",),
     "aws": ("amazon-ec2-net-utils", "systemd-resolved"),
     "aws274": ("curl", "systemd-resolved"),
+    "aws274deb": ("curl", "systemd-resolved"),
     "ifcfg": rhel_guest.PACKAGES,
+    # As the AMIs have them (cloud_guest.py): cloud-init's EC2 datasource renders the
+    # primary, through netplan into networkd (Ubuntu, Debian 13's images) or into
+    # ifupdown (Debian 12's images).
+    "netplan": cloud_guest.NETPLAN_PACKAGES,
+    "ifupdown": cloud_guest.IFUPDOWN_PACKAGES,
+    # the netplan guest plus AWS's release 2.7.4 (the benchmark's column beside ec2net)
+    "netplan274": (*cloud_guest.NETPLAN_PACKAGES, "curl", "systemd-resolved"),
+    "aws173": (*rhel_guest.PACKAGES, *peer1x.PACKAGES),
 }
 # The network manager each flavour runs.
 FLAVOUR_MANAGER = {
@@ -87,8 +100,19 @@ FLAVOUR_MANAGER = {
     "nm": "nm",
     "aws": "networkd",
     "aws274": "networkd",
+    "aws274deb": "networkd",
     "ifcfg": "ifcfg",
+    "netplan": "networkd",
+    "ifupdown": "netlink",  # no manager: ifupdown's dhclient is no daemon ec2net defers to
+    "netplan274": "networkd",
+    "aws173": "ifcfg",
 }
+# Kernel command-line words a flavour boots with: 1.7.3 handles eth* names only.
+FLAVOUR_KERNEL_APPEND = {"aws173": "net.ifnames=0"}
+# The primary NIC's name in the guest (slot 5: ens5 as on Nitro, or eth0).
+FLAVOUR_PRIMARY = {"aws173": "eth0"}
+# Where the guest keeps a peer's package file, for an offline reinstall.
+PEER_PACKAGES = peer1x.GUEST_PACKAGES
 VARIANTS = tuple(f"{suite}-{flavour}" for suite in SUITES for flavour in FLAVOUR_PACKAGES)
 # Where ec2net runs in the system tier: both releases, both managers.
 # and RHEL 7's network-scripts on Debian 12 (rhel_guest.py), the original's platform.
@@ -96,6 +120,16 @@ EC2NET_VARIANTS = (
     *(f"{suite}-{m}" for suite in SUITES for m in ("networkd", "nm")),
     "bookworm-ifcfg",
 )
+# Guests that boot like the AMIs people use: cloud-init from the simulated IMDS.
+CLOUD_INIT_VARIANTS = cloud_guest.VARIANTS
+# Flavours with AWS's release 2.7.4 (peer.py): built for the benchmark only.
+AWS274_FLAVOURS = ("aws274", "netplan274")
+# Every flavour built from the 2.7.4 tree (its make install, or its own .deb).
+PEER_274_FLAVOURS = (*AWS274_FLAVOURS, "aws274deb")
+
+# The guests of the switch scenarios (tests/system/test_switch.py): the old tool
+# installed, ec2net installed over it.
+SWITCH_VARIANTS = ("bookworm-aws173", "trixie-aws", "trixie-aws274deb")
 
 
 def split_variant(variant: str) -> tuple[str, str]:
@@ -108,6 +142,20 @@ def split_variant(variant: str) -> tuple[str, str]:
 
 def manager_of(variant: str) -> str:
     return FLAVOUR_MANAGER[split_variant(variant)[1]]
+
+
+def kernel_append(variant: str) -> str:
+    return FLAVOUR_KERNEL_APPEND.get(split_variant(variant)[1], "")
+
+
+def primary_ifname(variant: str) -> str:
+    return FLAVOUR_PRIMARY.get(split_variant(variant)[1], PRIMARY_IFNAME)
+
+
+def eth_names(variant: str) -> bool:
+    """Whether the guest keeps the kernel's ethN names (hot-plugged NICs are not
+    named after their slot)."""
+    return "net.ifnames=0" in kernel_append(variant).split()
 
 
 INITRAMFS_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "ext4")
@@ -326,12 +374,18 @@ def variant_key(variant: str) -> str:
         Path(__file__).with_name("guest_files.py").read_text(),
         _agent_source().read_text(),
         _tools_source().read_text(),
-        *([peer.tree_digest(peer.peer_dir())] if flavour == "aws274" else []),
         *(
-            [Path(rhel_guest.__file__).read_text(), rhel_guest.scripts_digest()]
-            if flavour == "ifcfg"
+            [peer.tree_digest(peer.peer_dir())]
+            if flavour in (*AWS274_FLAVOURS, "aws274deb")
             else []
         ),
+        *([Path(peer1x.__file__).read_text(), peer1x.digest()] if flavour == "aws173" else []),
+        *(
+            [Path(rhel_guest.__file__).read_text(), rhel_guest.scripts_digest()]
+            if FLAVOUR_MANAGER[flavour] == "ifcfg"
+            else []
+        ),
+        *([Path(cloud_guest.__file__).read_text()] if flavour in cloud_guest.FLAVOURS else []),
     )
 
 
@@ -350,6 +404,12 @@ def _configure(root: Path, variant: str, key: str, log_file: Path) -> None:
             ["apt-get", "install", "-y", "-q", "--no-install-recommends", *extra],
             log_file,
         )
+        if flavour == "aws":
+            # Debian's package file, kept for an offline reinstall after ec2net's removal
+            dst = root / PEER_PACKAGES.lstrip("/")
+            dst.mkdir(parents=True, exist_ok=True)
+            for deb in (root / "var/cache/apt/archives").glob("amazon-ec2-net-utils_*.deb"):
+                shutil.copyfile(deb, dst / deb.name)
         _chroot(root, ["apt-get", "clean"], log_file)
         (root / "usr/sbin/policy-rc.d").unlink()
         resolv.unlink()
@@ -381,22 +441,46 @@ def _configure(root: Path, variant: str, key: str, log_file: Path) -> None:
     # resort, and the guest is reachable only from its own test namespace.
     _chroot(root, ["passwd", "-d", "root"], log_file)
 
-    if flavour == "aws274":
+    if flavour in AWS274_FLAVOURS:
         peer.make_install(peer.peer_dir(), root, log_file)
         _chroot(root, ["systemctl", "enable", "systemd-resolved.service"], log_file)
-    if flavour in ("aws", "aws274"):
+    if flavour == "aws274deb":
+        deb = peer.build_deb(peer.peer_dir(), cache_dir())
+        dst = root / PEER_PACKAGES.lstrip("/")
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(deb, dst / deb.name)
+        # its postinst enables networkd and resolved (nothing starts in the chroot)
+        _chroot(root, ["dpkg", "-i", f"{PEER_PACKAGES}/{deb.name}"], log_file)
+    if flavour in ("aws", "aws274deb", *AWS274_FLAVOURS):
         for rel, old, new in AWS_DRIVER_EDITS:
             path = root / rel
             text = path.read_text()
             if old not in text:
                 raise BuildError(f"{rel}: {old!r} not found; the package changed")
             path.write_text(text.replace(old, new))
-    if FLAVOUR_MANAGER[flavour] == "networkd":
+    if FLAVOUR_MANAGER[flavour] == "networkd" and flavour not in cloud_guest.FLAVOURS:
         _write(root, "etc/systemd/network/10-systest-primary.network", NETWORKD_PRIMARY)
         _chroot(root, ["systemctl", "enable", "systemd-networkd.service"], log_file)
+    elif flavour in cloud_guest.FLAVOURS:
+        cloud_guest.configure(root, flavour, lambda argv: _chroot(root, argv, log_file))
     elif flavour == "ifcfg":
         rhel_guest.install(root)
         _chroot(root, ["systemctl", "enable", rhel_guest.UNIT], log_file)
+        _chroot(root, ["systemctl", "disable", "systemd-networkd.service"], log_file)
+    elif flavour == "aws173":
+        rhel_guest.install(root, primary_ifname(variant), rhel_guest.NETWORK_1X)
+        rpm = peer1x.stage(root, peer1x.build_rpm(cache_dir()))
+        _chroot(root, [*peer1x.RPM_INSTALL, "-i", rpm], log_file)
+        for argv in peer1x.divert_dhclient():
+            _chroot(root, argv, log_file)
+        _chroot(root, ["systemctl", "enable", rhel_guest.UNIT, *peer1x.ENABLED_UNITS], log_file)
+        # On Amazon Linux 2 something always pulls network-online.target in at boot, so
+        # ec2net-ifup@eth0 (After= it) finds the primary's dhclient running and skips.
+        _chroot(
+            root,
+            ["systemctl", "add-wants", "multi-user.target", "network-online.target"],
+            log_file,
+        )
         _chroot(root, ["systemctl", "disable", "systemd-networkd.service"], log_file)
     elif flavour == "nm":
         _write(root, "etc/NetworkManager/system-connections/primary.nmconnection", NM_PRIMARY)
@@ -534,7 +618,7 @@ def prune(cache: Optional[Path] = None, log: Log = _stderr_log) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Build the system-test guest images.")
-    parser.add_argument("variants", nargs="*", default=list(EC2NET_VARIANTS))
+    parser.add_argument("variants", nargs="*", default=[*EC2NET_VARIANTS, *CLOUD_INIT_VARIANTS])
     parser.add_argument("--prune", action="store_true", help="drop stale cache entries")
     args = parser.parse_args(argv)
     if args.prune:

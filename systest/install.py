@@ -109,6 +109,37 @@ def build_deb(tree: Path, out_dir: Path) -> Path:
     return debs[0]
 
 
+# Debian's Python path, for ec2net's RPM in a Debian guest (rpm's own default is
+# site-packages, which Debian's python3 does not read).
+GUEST_SITELIB = "/usr/lib/python3/dist-packages"
+
+
+def build_rpm(tree: Path, out_dir: Path) -> Path:
+    """The RPM of the tree, as `make rpm` builds it, for a Debian guest's Python."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("ec2-net-utils-*.rpm"):
+        old.unlink()
+    proc = subprocess.run(
+        [
+            "make",
+            "-C",
+            str(tree),
+            "rpm",
+            f"DIST={out_dir}",
+            f"RPM_DEFINES=--define 'python3_sitelib {GUEST_SITELIB}'",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"make rpm failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    rpms = [p for p in out_dir.glob("ec2-net-utils-*.noarch.rpm") if ".el6" not in p.name]
+    if len(rpms) != 1:
+        raise RuntimeError(f"expected one .rpm in {out_dir}, found {rpms}")
+    return rpms[0]
+
+
 def build_wheel(tree: Path, out_dir: Path) -> Path:
     """A wheel of the tree, built from a copy so the checkout gets no build/ or egg-info."""
     out_dir.mkdir(parents=True, exist_ok=True)

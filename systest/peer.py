@@ -3,14 +3,18 @@
 It is never part of this repository: the image build runs the release's own
 `make install` from a directory beside the checkout (``EC2NET_SYSTEST_PEER``, default
 ``../shared/peers/amazon-ec2-net-utils-2.7.4`` relative to the checkout) into the guest's
-root, then image.py makes the same driver edits as for Debian's package.
+root (the `aws274` flavour), or installs the Debian package built from the release's own
+debian/ (`build_deb`, the `aws274deb` flavour, where switching to ec2net is a package
+swap); then image.py makes the same driver edits as for Debian's package.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 PEER_VERSION = "2.7.4"
@@ -56,3 +60,40 @@ def make_install(src: Path, root: Path, log_file: Path) -> None:
         )
     if proc.returncode != 0:
         raise RuntimeError(f"make install of {src} failed ({proc.returncode}); log {log_file}")
+
+
+def build_deb(src: Path, cache: Path) -> Path:
+    """The release's own Debian package (its debian/, `dpkg-buildpackage -b -uc -us` in
+    a copy; shellcheck skipped with DEB_BUILD_OPTIONS=nocheck and -d), built once per
+    tree content under `cache`."""
+    out_dir = cache / f"peer-deb-amazon-ec2-net-utils-{PEER_VERSION}-{tree_digest(src)}"
+    found = sorted(out_dir.glob("amazon-ec2-net-utils_*_all.deb"))
+    if found:
+        return found[0]
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tmp-peer-deb-", dir=cache) as tmp:
+        work = Path(tmp) / "src"
+        shutil.copytree(src, work, symlinks=True)
+        for path in (work, *work.rglob("*")):
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | 0o200)
+        env = {**os.environ, "DEB_BUILD_OPTIONS": "nocheck"}
+        proc = subprocess.run(
+            ["dpkg-buildpackage", "-b", "-uc", "-us", "-d"],
+            cwd=work,
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"dpkg-buildpackage of {src} failed:\n{proc.stdout[-3000:]}")
+        debs = sorted(Path(tmp).glob("amazon-ec2-net-utils_*_all.deb"))
+        if len(debs) != 1:
+            raise RuntimeError(f"expected one .deb from {src}, found {debs}")
+        partial = Path(tmp) / "final"
+        partial.mkdir()
+        shutil.copyfile(debs[0], partial / debs[0].name)
+        partial.chmod(0o755)
+        os.rename(partial, out_dir)
+    return out_dir / debs[0].name

@@ -25,7 +25,7 @@ from typing import Optional
 
 from systest.agent import Agent, AgentError
 from systest.guest_files import AGENT_PORT_NAME
-from systest.image import Image, cache_dir
+from systest.image import Image, cache_dir, kernel_append
 from systest.qmp import Qmp, QmpError
 
 QEMU = "qemu-system-x86_64"
@@ -137,6 +137,8 @@ class Vm:
     smp: int = 2
     memory_mib: int = 1024
     extra_append: str = ""
+    # More QEMU arguments, e.g. `-smbios` for a DMI identity (cloud_guest.smbios_args).
+    extra_args: tuple[str, ...] = ()
     # False: a guest reboot ends QEMU (a panic loop cannot spin). True for tests that
     # reboot; QEMU keeps hot-plugged devices and the snapshot across the reset.
     allow_reboot: bool = False
@@ -174,7 +176,9 @@ class Vm:
         if not self.allow_reboot:
             argv.append("-no-reboot")
         argv += ["-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd)]
-        argv += ["-append", f"{KERNEL_APPEND} {self.extra_append}".strip()]
+        append = f"{KERNEL_APPEND} {kernel_append(self.image.variant)} {self.extra_append}"
+        argv += ["-append", " ".join(append.split())]
+        argv += list(self.extra_args)
         argv += ["-chardev", f"file,id=console,path={self.console_log}"]
         argv += ["-serial", "chardev:console"]
         argv += [

@@ -26,8 +26,8 @@ UNIT = "systest-network.service"
 
 # The primary as a RHEL 7 AMI's ifcfg-eth0 has it: DHCP for both families, from boot.
 # DHCP_SEND_HOSTNAME=no: the scripts would pass `-H NAME`, which Debian's dhclient lacks.
-PRIMARY_IFCFG = f"""\
-DEVICE={PRIMARY_IFNAME}
+PRIMARY_IFCFG = """\
+DEVICE={primary}
 TYPE=Ethernet
 ONBOOT=yes
 BOOTPROTO=dhcp
@@ -38,25 +38,30 @@ DHCPV6C=yes
 NM_CONTROLLED=no
 """
 
-NETWORK_UNIT = f"""\
+NETWORK_UNIT = """\
 [Unit]
 Description=The primary NIC from its ifcfg file (what RHEL 7's network service does)
 Wants=network.target
 Before=network.target network-online.target
 After=network-pre.target
-BindsTo=sys-subsystem-net-devices-{PRIMARY_IFNAME}.device
-After=sys-subsystem-net-devices-{PRIMARY_IFNAME}.device
+BindsTo=sys-subsystem-net-devices-{primary}.device
+After=sys-subsystem-net-devices-{primary}.device
 
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/usr/sbin/ifup {PRIMARY_IFNAME}
-ExecStop=/usr/sbin/ifdown {PRIMARY_IFNAME}
+ExecStart=/usr/sbin/ifup {primary}
+ExecStop=/usr/sbin/ifdown {primary}
 TimeoutStartSec=120
 
 [Install]
 WantedBy=multi-user.target network-online.target
 """
+
+# /etc/sysconfig/network of the guest with AWS's 1.7.3 (peer1x.py): its ifcfg files for
+# the ENIs have no DHCP_SEND_HOSTNAME, and the scripts would pass `-H NAME`, which
+# Debian's dhclient lacks; RHEL reads this file's value as every interface's default.
+NETWORK_1X = "NETWORKING=yes\nDHCP_SEND_HOSTNAME=no\n"
 
 TMPFILES = "d /run/netreport 0755 root root -\n"
 
@@ -73,9 +78,10 @@ def _symlink(path: Path, target: str) -> None:
     path.symlink_to(target)
 
 
-def install(root: Path) -> None:
+def install(root: Path, primary: str = PRIMARY_IFNAME, network: str = "NETWORKING=yes\n") -> None:
     """Put the scripts and what they expect into the guest tree at `root` (a merged-/usr
-    Debian: /sbin is /usr/sbin, /bin is /usr/bin)."""
+    Debian: /sbin is /usr/sbin, /bin is /usr/bin); `primary` is the primary NIC's name,
+    `network` the content of /etc/sysconfig/network."""
     src = locate_scripts()
     dst = root / "etc" / SCRIPTS_SUBDIR
     shutil.copytree(src / SCRIPTS_SUBDIR, dst, symlinks=True, dirs_exist_ok=True)
@@ -87,8 +93,8 @@ def install(root: Path) -> None:
         if not path.is_symlink():
             path.chmod(0o755 if path.is_dir() or path.stat().st_mode & 0o111 else 0o644)
     _symlink(root / "etc/init.d/functions", "../rc.d/init.d/functions")
-    (root / "etc/sysconfig/network").write_text("NETWORKING=yes\n")
-    (dst / f"ifcfg-{PRIMARY_IFNAME}").write_text(PRIMARY_IFCFG)
+    (root / "etc/sysconfig/network").write_text(network)
+    (dst / f"ifcfg-{primary}").write_text(PRIMARY_IFCFG.format(primary=primary))
     for verb in ("ifup", "ifdown"):
         _symlink(root / "usr/sbin" / verb, f"/etc/{SCRIPTS_SUBDIR}/{verb}")
     _symlink(root / "usr/sbin/arping", "/usr/bin/arping")
@@ -97,4 +103,4 @@ def install(root: Path) -> None:
     (root / "var/lib/dhclient").mkdir(parents=True, exist_ok=True)
     (root / "etc/tmpfiles.d").mkdir(parents=True, exist_ok=True)
     (root / "etc/tmpfiles.d/systest-netreport.conf").write_text(TMPFILES)
-    (root / "etc/systemd/system" / UNIT).write_text(NETWORK_UNIT)
+    (root / "etc/systemd/system" / UNIT).write_text(NETWORK_UNIT.format(primary=primary))

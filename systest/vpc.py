@@ -29,9 +29,10 @@ from ec2sim import probe
 from ec2sim.fabric import Fabric
 from ec2sim.netns import cleanup_orphans, proc_start_time, write_sysctls
 from ec2sim.world import Eni, Subnet, World
+from systest import cloud_guest
 from systest.agent import Agent
 from systest.guest_files import ECHO_PORT, GUEST_TOOLS_PATH
-from systest.image import Image
+from systest.image import Image, eth_names
 from systest.qemu import HOTPLUG_SLOTS, BootInfo, Vm
 
 LABEL = "systest"
@@ -129,10 +130,11 @@ class Plugged:
     eni: Eni
     slot: int
     dev_id: str
+    name: Optional[str] = None  # the guest's, where it is not the slot's (ethN guests)
 
     @property
     def ifname(self) -> str:
-        return f"ens{self.slot}"
+        return self.name or f"ens{self.slot}"
 
     @property
     def table(self) -> int:
@@ -169,7 +171,11 @@ class VpcGuest:
         cleanup_orphans(LABEL)  # worlds (and their QEMU) of crashed earlier runs
         try:
             self.fabric.start()
-            primary = self.fabric.world.primary()
+            world = self.fabric.world
+            primary = world.primary()
+            extra: tuple[str, ...] = ()
+            if cloud_guest.is_cloud_init(self.image.variant):
+                extra = tuple(cloud_guest.smbios_args(world.instance_id, world.instance_type))
             self.vm = Vm(
                 self.image,
                 self.fabric.router_ns,
@@ -177,6 +183,7 @@ class VpcGuest:
                 self.fabric.tap_of(primary.mac),
                 primary.mac,
                 allow_reboot=True,
+                extra_args=extra,
             )
             self.vm.start()
             # recorded with the world: a crashed run's QEMU is ended by pid with it
@@ -248,6 +255,9 @@ class VpcGuest:
             self.fabric.detach(eni.mac)
             raise
         plugged = Plugged(eni, slot, dev_id)
+        if eth_names(self.image.variant):
+            # the kernel's ethN (the lowest free number), not the slot's name
+            plugged.name = self.agent.wait_link(eni.mac, timeout=60)
         self.plugged[eni.mac] = plugged
         return plugged
 
@@ -392,19 +402,25 @@ class VpcGuest:
         self.agent.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], check=True)
         return CONTAINER_NS
 
-    def leftovers(self, plugged: Plugged) -> list[str]:
+    def leftovers(self, plugged: Plugged, dirs: Sequence[str] = ()) -> list[str]:
+        """What the guest still holds for a detached ENI (`dirs`: more places to look
+        for files naming it, e.g. network-scripts)."""
         args = ["leftovers", "--ifname", plugged.ifname, "--mac", plugged.eni.mac]
         args += ["--eni-id", plugged.eni.eni_id, "--table", str(plugged.table)]
         for addr in addresses(plugged.eni):
             args += ["--addr", addr]
+        for d in dirs:
+            args += ["--dir", d]
         found: list[str] = json.loads(self.tools(*args))
         return found
 
-    def wait_clean(self, plugged: Plugged, timeout: float) -> tuple[Optional[float], list[str]]:
+    def wait_clean(
+        self, plugged: Plugged, timeout: float, dirs: Sequence[str] = ()
+    ) -> tuple[Optional[float], list[str]]:
         """Poll `leftovers` until none (returns the seconds) or the timeout."""
         start = time.monotonic()
         while True:
-            found = self.leftovers(plugged)
+            found = self.leftovers(plugged, dirs)
             if not found:
                 return time.monotonic() - start, []
             if time.monotonic() - start > timeout:

@@ -70,3 +70,18 @@ if ! cmp -s requirements-dev.txt "$stamp"; then
     .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
     cp requirements-dev.txt "$stamp"
 fi
+
+# promtool (the alert rules' tests, tests/world/test_alerts.py): taken from Debian's
+# prometheus package, unpacked under .cache without installing the package, whose
+# postinst would set up and start a Prometheus server on this machine.
+PROMTOOL=.cache/prometheus/usr/bin/promtool
+if [ ! -x "$PROMTOOL" ]; then
+    tmp=$(mktemp -d)
+    if ! (cd "$tmp" && apt-get download -q prometheus); then
+        apt-get update -q
+        (cd "$tmp" && apt-get download -q prometheus)
+    fi
+    mkdir -p .cache/prometheus
+    dpkg-deb -x "$tmp"/prometheus_*.deb .cache/prometheus
+    rm -rf "$tmp"
+fi

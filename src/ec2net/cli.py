@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 from ec2net import __version__, backends, sysfiles
 from ec2net import config as config_mod
-from ec2net.errors import EXIT_OK, EXIT_PERMANENT, Ec2NetError, exit_code
+from ec2net.errors import EXIT_OK, EXIT_PERMANENT, EXIT_TRANSIENT, Ec2NetError, exit_code
 from ec2net.model import Op
 
 if TYPE_CHECKING:
@@ -142,6 +142,14 @@ def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
     s.add_argument(
         "--json", dest="format", action="store_const", const="json", help="same as --format json"
     )
+    s = verb(
+        "check",
+        "Ask the kernel where a reply from each owned address would go (and what else "
+        "breaks the path: another program's rule, rp_filter, the gateway's neighbour, the "
+        "MTU, IMDS); sends no packet. Exit 0 when every path is right, 1 when one is not.",
+    )
+    s.add_argument("iface", metavar="IFACE", nargs="?", help="only this interface")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
     s = verb("metadata", "Print an IMDS meta-data value (as ec2net reads it).")
     s.add_argument(
         "path",
@@ -193,7 +201,13 @@ def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    from ec2net import journal  # noqa: PLC0415
+
+    to_journal = journal.handler()  # under systemd: the ENI as journal fields too
+    if to_journal is not None:
+        logging.basicConfig(level=level, handlers=[to_journal])
+    else:
+        logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
 
 
 class _Context:
@@ -323,6 +337,16 @@ def _cmd_status(ctx: _Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_check(ctx: _Context, args: argparse.Namespace) -> int:
+    from ec2net import check_kernel  # noqa: PLC0415
+    from ec2net.check import format_text  # noqa: PLC0415
+
+    # The kernel is read over netlink whatever the backend: nothing is changed.
+    report = check_kernel.run(ctx.engine("netlink"), args.iface)
+    print(json.dumps(report.as_json(), indent=2) if args.json else format_text(report))
+    return EXIT_OK if report.ok else EXIT_TRANSIENT
+
+
 def _cmd_metadata(ctx: _Context, args: argparse.Namespace) -> int:
     print(ctx.imds().get(args.path))
     return EXIT_OK
@@ -386,6 +410,7 @@ COMMANDS: dict[str, Callable[[_Context, argparse.Namespace], int]] = {
     "refresh": _cmd_refresh,
     "plan": _cmd_plan,
     "status": _cmd_status,
+    "check": _cmd_check,
     "metadata": _cmd_metadata,
     "watch": _cmd_watch,
     "render": _cmd_render,

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
-from ec2net import cancel, foreign
+from ec2net import cancel, cloudinit, foreign, journal
 from ec2net import verify as verifier
 from ec2net.backends.base import Backend
 from ec2net.diff import Delta, changeset
@@ -127,12 +127,21 @@ def check_tables(
 
 
 def check_foreign(
-    targets: Sequence[Target], snap: Snapshot, *, adds_own_objects: bool
+    targets: Sequence[Target],
+    snap: Snapshot,
+    *,
+    adds_own_objects: bool,
+    cloud_init_kept_off: bool = False,
 ) -> tuple[list[Target], list[Target]]:
     """Each planned ENI with the other tools' objects in its table (foreign.py): the ones
     to converge (their objects attached, replaced only on a take-over) and the ones to
     leave to that tool: not yet ours, and no take-over asked for. An ENI ec2net already
-    configured stays ec2net's; theirs beside it are left as they are."""
+    configured stays ec2net's; theirs beside it are left as they are.
+
+    cloud-init's policy routing for an ENI (in its own table, cloudinit.py) is taken
+    over without being asked where cloud-init is kept from configuring the ENI again
+    (`cloud_init_kept_off`: ec2net's drop-in is installed); elsewhere it is another
+    tool's like any other."""
     ok: list[Target] = []
     left: list[Target] = []
     for t in targets:
@@ -149,7 +158,20 @@ def check_foreign(
             # The manager adds ours with its own protocol: once the table is ours,
             # nothing in it can be told apart (and before, nothing of ours is there).
             theirs = frozenset()
+        assert t.plan is not None
+        ci = snap.cloud_init_of(t.ifname, (a.address.ip for a in t.plan.addresses))
+        if ci and not cloud_init_kept_off:
+            theirs, ci = theirs | ci, frozenset()
         found = replace(t, theirs=theirs)
+        if ci:
+            log.info(
+                "%s: taking over from %s: %s", t.ifname, cloudinit.TOOL,
+                "; ".join(foreign.summary(ci)),
+            )  # fmt: skip
+            if claimed:  # only cloud-init's: other objects beside ours stay as they are
+                found = replace(found, theirs=ci, take_over=True)
+            elif not theirs or t.take_over:
+                found = replace(found, theirs=theirs | ci, take_over=True)
         (left if theirs and not t.take_over and not claimed else ok).append(found)
     return ok, left
 
@@ -179,11 +201,13 @@ class Converger:
         store: Store,
         lock_timeout: float,
         recognise: Recognise = lambda ifname, table, theirs: None,
+        cloud_init_kept_off: Callable[[], bool] = lambda: False,
     ) -> None:
         self.backend = backend
         self.store = store
         self.lock_timeout = lock_timeout
         self.recognise = recognise
+        self.cloud_init_kept_off = cloud_init_kept_off
 
     def run(
         self, wants: Sequence[Want], *, dry_run: bool = False, sweep_leftovers: bool = False
@@ -199,11 +223,19 @@ class Converger:
                 for w in wants
                 if not (w.requires_record and w.mac not in fresh)
             ]
+            for t in resolved:  # the ENI's journal fields, from here on
+                eni_id = t.plan.eni_id if t.plan else t.record.eni_id if t.record else ""
+                journal.remember(t.ifname, t.mac, eni_id)
             adds_own = self.backend.adds_own_objects
             targets, refused = check_tables(resolved, records, snap)
             for t, err in refused:
                 out.fail(t.ifname, err)
-            targets, left_alone = check_foreign(targets, snap, adds_own_objects=adds_own)
+            targets, left_alone = check_foreign(
+                targets,
+                snap,
+                adds_own_objects=adds_own,
+                cloud_init_kept_off=self.cloud_init_kept_off(),
+            )
             for t in left_alone:
                 self._leave(t, out, dry_run)
             delta = verifier.delta(targets, snap, adds_own_objects=adds_own)
@@ -394,7 +426,16 @@ class Converger:
 
 
 def _result(t: Target, changes: ChangeSet) -> Result:
-    mine = ChangeSet(tuple(c for c in changes.changes if owns(c.obj, t.table, t.ifname)))
+    # and the other tool's objects this target takes over (cloud-init's are in its own
+    # table, not the ENI's)
+    theirs = {x.obj for x in t.theirs}
+    mine = ChangeSet(
+        tuple(
+            c
+            for c in changes.changes
+            if owns(c.obj, t.table, t.ifname) or (c.theirs and c.obj in theirs)
+        )
+    )
     if t.removing:
         return Result(t.ifname, Action.REMOVED, mine)
     return Result(t.ifname, Action.CONFIGURED if mine else Action.UNCHANGED, mine)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ec2net.foreign import Theirs
 from ec2net.model import (
     AddressSpec,
     Change,
@@ -50,13 +51,18 @@ class Delta:
     add: list[NetObject] = field(default_factory=list)
     delete: list[NetObject] = field(default_factory=list)
     replace: list[NetObject] = field(default_factory=list)
-    release: list[NetObject] = field(default_factory=list)
+    release: list[Theirs] = field(default_factory=list)
+    # Our rules a delete of theirs may hit instead (under a manager ours carry its
+    # protocol too, and the kernel matches a delete on what the request names): deleted
+    # and added again right after the release, so that ours stand whichever went.
+    reassert: list[RuleSpec] = field(default_factory=list)
 
     def extend(self, other: Delta) -> None:
         self.add += other.add
         self.delete += other.delete
         self.replace += other.replace
         self.release += other.release
+        self.reassert += other.reassert
 
 
 def diff_interface(desired: Optional[InterfacePlan], current: Current) -> Delta:
@@ -92,8 +98,19 @@ def changeset(delta: Delta) -> ChangeSet:
     return ChangeSet(
         tuple(Change(Op.DEL, o) for o in _dedupe(_deletion_order(delta.delete)))
         + tuple(Change(Op.ADD, o, theirs) for o, theirs in _dedupe_pairs(adds))
-        + tuple(Change(Op.DEL, o, True) for o in _dedupe(_deletion_order(delta.release)))
+        + tuple(Change(Op.DEL, x.obj, True, x.proto) for x in _theirs_order(delta.release))
+        + tuple(c for r in sorted(set(delta.reassert), key=str) for c in _reasserted(r))
     )
+
+
+def _reasserted(rule: RuleSpec) -> tuple[Change, Change]:
+    return Change(Op.DEL, rule, True), Change(Op.ADD, rule, True)
+
+
+def _theirs_order(theirs: list[Theirs]) -> list[Theirs]:
+    by_obj = {x.obj: x for x in theirs}
+    ordered = _dedupe(_deletion_order([x.obj for x in theirs]))
+    return [by_obj[o] for o in ordered if isinstance(o, (RouteSpec, RuleSpec))]
 
 
 def _deletion_order(objs: list[NetObject]) -> list[NetObject]:

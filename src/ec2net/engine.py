@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
-from ec2net import othertools
+from ec2net import cloudinit, journal, othertools
 from ec2net.backends.base import Backend
 from ec2net.config import Settings
 from ec2net.converge import Action, Converger, Outcome, Result
@@ -66,6 +66,7 @@ class Engine:
             store,
             settings.lock_timeout,
             lambda ifname, table, theirs: othertools.recognise(root, ifname, table, theirs),
+            lambda: othertools.host(root, cloudinit.DROPIN).exists(),
         )
 
     # --- facts -----------------------------------------------------------------------
@@ -164,6 +165,7 @@ class Engine:
                 return Result(ifname, Action.UNCHANGED, detail="configured moments ago")
             if skip is None:
                 eni = self._wait(link.mac, link.index)
+                journal.remember(ifname, eni.mac, eni.eni_id)
                 skip = eni_skip(eni, self.settings, self.backend)
             if skip is not None:
                 if record is None:

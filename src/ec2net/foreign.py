@@ -88,8 +88,15 @@ def message(ifname: str, table: int, theirs: Iterable[Theirs], tool: Optional[st
     more = len(lines) - SHOWN
     shown = "; ".join(lines[:SHOWN]) + (f"; and {more} more" if more > 0 else "")
     whose = f", by their shape {tool}'s" if tool else ""
+    # the ENI's own table, and another tool's own tables it uses for the ENI (cloud-init)
+    tables = sorted({t.obj.table if t.table is None else t.table for t in found}) or [table]
+    held = (
+        f"table {table} holds"
+        if len(tables) == 1
+        else (f"tables {', '.join(map(str, tables))} hold")
+    )
     return (
-        f"{ifname}: table {table} holds {n_rules} rules and {len(lines) - n_rules} routes "
+        f"{ifname}: {held} {n_rules} rules and {len(lines) - n_rules} routes "
         f"ec2net did not create{whose} ({shown}); leaving {ifname} alone. "
         f"`ec2net up --take-over {ifname}` replaces them with ec2net's"
     )

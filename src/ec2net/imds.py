@@ -438,6 +438,18 @@ def _write_private(path: Path, data: dict[str, Any]) -> None:
     """Atomically (a reader sees the old file or the new one), root-only (mode 0600),
     never through a symbolic link (rundir.replace_file)."""
     try:
-        rundir.replace_file(path, json.dumps(data).encode(), 0o600)
+        rundir.replace_file(path, json.dumps(data).encode(), 0o600, durable=False)
     except OSError as err:
         log.debug("imds: %s not written: %s", path.name, err)
+
+
+def token_problem(client: ImdsClient) -> Optional[str]:
+    """Whether IMDS hands out a token now (a fresh request, not the cached token): None
+    if it does, else why not (`ec2net check`)."""
+    try:
+        status, data = client._request("PUT", TOKEN_PATH, {TTL_HEADER: str(client._ttl)})
+    except _NoAnswer as err:
+        return f"no answer to a token request ({err})"
+    if status == 200 and data.strip():
+        return None
+    return f"a token request was answered {status}"

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
+from ec2net.check import Kind as CheckKind
+from ec2net.check import Report
 from ec2net.imds import RequestOutcome
 from ec2net.status import State, StatusRow
 
@@ -226,6 +228,26 @@ def daemon_families(counters: DaemonCounters, imds: Mapping[RequestOutcome, int]
     ]
 
 
+def check_family(report: Report) -> Family:
+    """`ec2net check`'s problems, counted by interface and kind. Every kind is present
+    for every checked interface (0 when fine), so an alert sees it go from 0 to more."""
+    problems = report.problems
+    checked = {p.question.ifname for p in report.paths} | {p.ifname for p in problems} | {""}
+    counts = {(ifname, k.value): 0 for ifname in checked for k in CheckKind}
+    for p in problems:
+        counts[(p.ifname, p.kind.value)] += 1
+    samples = tuple(
+        Sample((("ifname", i), ("kind", k)), n) for (i, k), n in sorted(counts.items())
+    )
+    return Family(
+        "check_problems",
+        Kind.GAUGE,
+        "What `ec2net check` finds wrong, by interface and kind (wrong_path, no_route, "
+        'rp_filter, neighbour, mtu; imds with ifname "").',
+        samples,
+    )
+
+
 def render(families: Iterable[Family]) -> str:
     return "".join(f.render() + "\n" for f in families)
 
@@ -234,11 +256,15 @@ def exposition(
     rows: Sequence[StatusRow],
     counters: Optional[DaemonCounters] = None,
     imds: Optional[Mapping[RequestOutcome, int]] = None,
+    checked: Optional[Report] = None,
 ) -> str:
-    """The whole text: the ENIs, and the daemon's counters when there are any."""
+    """The whole text: the ENIs, the daemon's counters when there are any, and the
+    check's problems when it ran."""
     families = eni_families(rows)
     if counters is not None:
         families += daemon_families(counters, imds or {})
+    if checked is not None:
+        families.append(check_family(checked))
     return render(families)
 
 

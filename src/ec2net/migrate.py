@@ -250,6 +250,12 @@ def _stop(machine: Host, units: Sequence[str]) -> None:
             machine.systemctl(["stop", unit])
         except ApplyFailed as err:
             log.info("%s", err)
+        # A unit whose ExecStop= is gone with its package (1.x's ec2ifdown) ends
+        # `failed` and would keep the system `degraded`: it is history now.
+        try:
+            machine.systemctl(["reset-failed", unit])
+        except ApplyFailed as err:
+            log.debug("%s", err)
 
 
 def _dhclient_pid(pid_file: Path, ifname: str) -> Optional[int]:

@@ -245,8 +245,11 @@ class Change:
     obj: NetObject
     # The change meets another tool's object (a take-over): an ADD replaces the object
     # with the same key in place (a route; an address made permanent), a DEL removes it
-    # whatever its protocol.
+    # whatever its protocol. A rule of ours with `theirs` is deleted and added again
+    # right after one of theirs that a delete cannot tell from it (verify.py).
     theirs: bool = False
+    # A DEL of theirs: their protocol, so that the kernel matches theirs only (0: any).
+    proto: int = 0
 
     def __str__(self) -> str:
         if self.theirs:

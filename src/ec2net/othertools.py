@@ -13,9 +13,9 @@ only; `migrate.py` acts on it.
   (the kernel numbers them 32765 and down).
 - amazon-ec2-net-utils 2.x (Amazon Linux 2023, Debian), on systemd-networkd:
   `/run/systemd/network/70-IF.network` (a link to the package's `80-ec2.network`) and
-  drop-ins in `70-IF.network.d/`, rules `from ADDR lookup T` at priority T = 10000 +
-  100 * card + device, routes in table T, and the units `policy-routes@IF.service`,
-  `refresh-policy-routes@IF.timer`.
+  drop-ins in `70-IF.network.d/` (`07-` in AWS's own Debian package), rules
+  `from ADDR lookup T` at priority T = 10000 + 100 * card + device, routes in table T,
+  and the units `policy-routes@IF.service`, `refresh-policy-routes@IF.timer`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-from ec2net import foreign
+from ec2net import cloudinit, foreign
 from ec2net.foreign import Theirs
 from ec2net.model import TABLE_BASE, TABLE_MAIN, RouteSpec
 from ec2net.render import is_ours
@@ -115,9 +115,13 @@ def find_1x(root: Path, ifname: str) -> Found:
 def find_2x(root: Path, ifname: str) -> Found:
     """2.x's files for `ifname`: its .network file (a link into its package) and the
     drop-in directory beside it."""
-    base = host(root, NETWORKD_RUN) / f"70-{ifname}.network"
-    dropins = base.with_name(base.name + ".d")
-    files = tuple(p for p in (base, dropins) if p.is_symlink() or p.exists())
+    # 70- upstream; 07- in the Debian package built from the release's own debian/
+    # (its update-networkd-priorities patch, to sort before netplan's files)
+    files: tuple[Path, ...] = ()
+    for prefix in ("70", "07"):
+        base = host(root, NETWORKD_RUN) / f"{prefix}-{ifname}.network"
+        dropins = base.with_name(base.name + ".d")
+        files += tuple(p for p in (base, dropins) if p.is_symlink() or p.exists())
     if not files:
         return Found(AWS_2X, ifname)
     units = (
@@ -134,7 +138,10 @@ def find(root: Path, ifname: str) -> list[Found]:
 
 def recognise(root: Path, ifname: str, table: int, theirs: Iterable[Theirs]) -> Optional[str]:
     """Whose objects these are, from their shape and the files beside them, or None."""
-    rules = foreign.rules(theirs)
+    found = list(theirs)
+    if any(cloudinit.is_table(t.obj.table) for t in found):
+        return cloudinit.TOOL
+    rules = foreign.rules(found)
     if any(r.priority == table for r in rules) or find_2x(root, ifname):
         return AWS_2X
     eth = _ETH.fullmatch(ifname)

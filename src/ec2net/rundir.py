@@ -14,7 +14,9 @@ O_NOFOLLOW beside the target, written, fsynced and renamed over it, all relative
 open descriptor of the directory. A rename replaces a symbolic link instead of writing
 through it, and a name planted in advance makes O_EXCL fail instead of being opened.
 A write that fails (ENOSPC, EROFS, EIO) removes its temporary file: the old file stays
-whole, and nothing is left half-written.
+whole, and nothing is left half-written. Runtime state is written without fsync
+(`durable=False`): the rename alone gives a reader the old file or the new one, and /run
+does not outlive a reboot.
 """
 
 from __future__ import annotations
@@ -88,9 +90,12 @@ def is_symlink(err: OSError) -> bool:
     return err.errno == errno.ELOOP
 
 
-def replace_file(path: Path, data: bytes, mode: int = 0o644, *, follow_dir: bool = True) -> None:
-    """Atomically replace `path` with `data` (see the module doc). With `follow_dir`
-    false, the directory itself must not be a symbolic link either (ELOOP)."""
+def replace_file(
+    path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True, follow_dir: bool = True
+) -> None:
+    """Atomically replace `path` with `data` (see the module doc); `durable`: fsync the
+    file and the directory as well. With `follow_dir` false, the directory itself must
+    not be a symbolic link either (ELOOP)."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
     dfd = os.open(path.parent, flags if follow_dir else flags | os.O_NOFOLLOW)
     try:
@@ -99,14 +104,16 @@ def replace_file(path: Path, data: bytes, mode: int = 0o644, *, follow_dir: bool
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.replace(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dfd)
             raise
-        with contextlib.suppress(OSError):  # the rename itself must survive a crash
-            os.fsync(dfd)
+        if durable:
+            with contextlib.suppress(OSError):  # the rename itself must survive a crash
+                os.fsync(dfd)
     finally:
         os.close(dfd)
 

@@ -9,13 +9,22 @@ rules of other programs in ENI tables (foreign.py).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Optional, TypeVar
 
+from ec2net import cloudinit
 from ec2net.foreign import Theirs
-from ec2net.model import AddressSpec, Link, RouteKind, RouteSpec, RuleSpec, eni_table_of
+from ec2net.model import (
+    AddressSpec,
+    IPAddress,
+    Link,
+    RouteKind,
+    RouteSpec,
+    RuleSpec,
+    eni_table_of,
+)
 
 
 @dataclass(frozen=True)
@@ -25,7 +34,8 @@ class Snapshot:
     routes: frozenset[RouteSpec] = frozenset()  # ours only
     rules: frozenset[RuleSpec] = frozenset()  # ours only
     # Not ours by protocol, in an ENI table or looking one up (under a network manager
-    # that adds ours with its own protocol, also in `routes` and `rules`).
+    # that adds ours with its own protocol, also in `routes` and `rules`); and, in
+    # cloud-init's table range (cloudinit.py), everything there.
     theirs: frozenset[Theirs] = frozenset()
 
     def link(self, name: str) -> Optional[Link]:
@@ -59,6 +69,11 @@ class Snapshot:
 
     def theirs_of(self, table: int) -> frozenset[Theirs]:
         return self._theirs_by_table.get(table, frozenset())
+
+    def cloud_init_of(self, ifname: str, addresses: Iterable[IPAddress]) -> frozenset[Theirs]:
+        """cloud-init's rules and routes for the ENI on `ifname` with `addresses`."""
+        found = (t for t in self.theirs if t.table is None and cloudinit.is_table(t.obj.table))
+        return cloudinit.objects_for(ifname, addresses, found)
 
     def tables(self) -> set[int]:
         """ENI tables that any of our routes or rules belong to."""

@@ -58,17 +58,22 @@ class Phase(str, enum.Enum):
 
 
 def write_if_changed(
-    path: Path, content: str, mode: int = 0o644, *, follow_dir: bool = True
+    path: Path, content: str, mode: int = 0o644, *, durable: bool = True, follow_dir: bool = True
 ) -> bool:
     """Atomically replace `path` with `content` unless it already holds exactly that
-    (rundir.replace_file: never through a symbolic link). Returns whether it wrote."""
+    (rundir.replace_file: never through a symbolic link). Returns whether it wrote.
+    `durable`: fsync the file and the directory too, so that the new content survives a
+    power loss (configuration in /etc). Runtime state needs only the rename: a process
+    killed at any instant leaves the old file or the new one, and what is under /run
+    does not survive a reboot anyway; an fsync there only waits for a disk where /run
+    is not a tmpfs."""
     try:
         if rundir.read_nofollow(path, len(content.encode()) + 1).decode() == content:
             return False
     except (OSError, UnicodeDecodeError):
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    rundir.replace_file(path, content.encode(), mode, follow_dir=follow_dir)
+    rundir.replace_file(path, content.encode(), mode, durable=durable, follow_dir=follow_dir)
     return True
 
 
@@ -211,11 +216,12 @@ class Store:
         return str(path)
 
     def write(self, path: Path, content: str) -> bool:
-        """Write one of our files (write_if_changed); RuntimeDirError names the
-        directory and the error when it cannot (ENOSPC, EROFS)."""
+        """Write one of our files (write_if_changed, not durable: runtime state);
+        RuntimeDirError names the directory and the error when it cannot (ENOSPC,
+        EROFS)."""
         self.ensure()
         try:
-            return write_if_changed(path, content)
+            return write_if_changed(path, content, durable=False)
         except OSError as err:
             raise RuntimeDirError(self.root, self._rel(path), err) from None
 

@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
+from ec2net import cloudinit
+
 UNIT_DIR = "usr/lib/systemd/system"
 UDEV_DIR = "usr/lib/udev/rules.d"
 UPSTART_DIR = "etc/init"
@@ -26,6 +28,9 @@ RULES = "81-ec2net.rules"
 # Keeps other software's routes and rules when networkd reconfigures links
 # (docs/backends.md); inert where networkd does not run.
 NETWORKD_CONF = "usr/lib/systemd/networkd.conf.d/80-ec2net.conf"
+# Keeps cloud-init's EC2 datasource from configuring the secondary ENIs (cloudinit.py);
+# inert where cloud-init is not installed. cloud-init reads /etc only.
+CLOUD_INIT_DROPIN = str(cloudinit.DROPIN.relative_to("/"))
 UPSTART_JOBS = ("ec2net-scan.conf", "ec2net-watch.conf")
 # backend.ifcfg_dhcp: the extra rights dhclient needs, for every unit that may run ifup,
 # in /etc (a configuration choice, not part of the package).
@@ -114,6 +119,7 @@ def render(
     }
     out[f"{UDEV_DIR}/{RULES}"] = udev_rule(drivers, managed_by)
     out[NETWORKD_CONF] = _template("networkd.conf")
+    out[CLOUD_INIT_DROPIN] = cloudinit.DROPIN_TEXT
     if ifcfg_dhcp:
         out.update(dict.fromkeys(dhcp_dropins(), _template(DHCP_DROPIN)))
     return out

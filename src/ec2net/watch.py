@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ec2net import cancel, metrics
+from ec2net import cancel, check_kernel, metrics
 from ec2net import config as config_mod
 from ec2net.backends import open_backend
 from ec2net.backends.netlink_events import (
@@ -38,6 +38,8 @@ from ec2net.backends.netlink_events import (
     RouterEvent,
     dump_links,
 )
+from ec2net.check import Kind as CheckKind
+from ec2net.check import Problem
 from ec2net.config import Settings
 from ec2net.engine import Engine
 from ec2net.errors import (
@@ -95,6 +97,7 @@ class Daemon:
         # ifindex -> (next attempt, MAC, delay) for new ENIs whose `up` failed
         self.retries: dict[int, tuple[float, str, float]] = {}
         self._retry_lock = threading.Lock()
+        self.imds_problems: list[Problem] = []  # the last refresh round's token answer
         self._metrics_lock = threading.Lock()  # jobs end on several threads
 
     def _interval(self) -> float:
@@ -148,10 +151,12 @@ class Daemon:
             self.counters = self.counters.record(
                 kind, time.monotonic() - started, failed, time.time()
             )
-        self.write_metrics()
+        self.write_metrics(ask_imds=kind is JobKind.REFRESH)
 
-    def write_metrics(self) -> None:
-        """Rewrite metrics.textfile (if set) from the kernel's state and our counters."""
+    def write_metrics(self, *, ask_imds: bool = False) -> None:
+        """Rewrite metrics.textfile (if set) from the kernel's state, `ec2net check`'s
+        findings and our counters. IMDS's token is asked for once per refresh round
+        (the last answer stands in between): not once per job."""
         textfile = self.settings.metrics_textfile
         if not textfile:
             return
@@ -162,10 +167,18 @@ class Daemon:
         try:
             with self._engine() as engine:
                 rows = collect(engine)
+                checked = check_kernel.run(engine, ask_imds=ask_imds)
+            if ask_imds:
+                self.imds_problems = [p for p in checked.problems if p.kind is CheckKind.IMDS]
+            else:
+                checked.problems += self.imds_problems
             with self._metrics_lock:  # one writer at a time
-                text = metrics.exposition(rows, self.counters, dict(self.imds.stats.by_outcome))
+                text = metrics.exposition(
+                    rows, self.counters, dict(self.imds.stats.by_outcome), checked
+                )
+                # rewritten after every job: a lost write after a power cut costs nothing;
                 # the directory must not be a symbolic link either
-                write_if_changed(path, text, follow_dir=False)
+                write_if_changed(path, text, durable=False, follow_dir=False)
         except (Ec2NetError, OSError) as err:
             log.warning("metrics: %s not written: %s", textfile, err)
 

@@ -32,6 +32,8 @@ pytestmark = pytest.mark.package
 
 COMMANDS = ("ec2net", "ec2ifup", "ec2ifdown", "ec2ifscan")
 UNITS = ("ec2net@.service", "ec2net-scan.service", "ec2net-watch.service")
+# Documentation every package ships beside README.md (the alert rules for Prometheus).
+ALERT_RULES_AND_MIGRATION = ("ec2net.rules.yml", "migration.md")
 MAN_PAGES = (
     "man8/ec2net.8",
     "man8/ec2ifup.8",
@@ -108,6 +110,7 @@ def test_rpm_installs_everything(dist: Path, rpmdb: Path) -> None:
         assert f"/usr/lib/systemd/system/{unit}" in files
     assert "/usr/lib/udev/rules.d/81-ec2net.rules" in files
     assert "/usr/lib/systemd/networkd.conf.d/80-ec2net.conf" in files
+    assert "/etc/cloud/cloud.cfg.d/90-ec2net.cfg" in files
     assert "/usr/lib/systemd/system-preset/80-ec2net.preset" in files
     assert "/etc/ec2net/ec2net.toml" in files
     for page in MAN_PAGES:
@@ -117,6 +120,8 @@ def test_rpm_installs_everything(dist: Path, rpmdb: Path) -> None:
         assert any(f.endswith(f"/ec2net/{module}") for f in sitelib), module
     assert any(f.endswith(f"ec2_net_utils-{VERSION}.dist-info/entry_points.txt") for f in files)
     assert not any("/etc/init/" in f for f in files)
+    for doc in ALERT_RULES_AND_MIGRATION:  # %{_pkgdocdir}: versioned on older rpm
+        assert any(re.search(rf"/usr/share/doc/ec2-net-utils[^/]*/{doc}$", f) for f in files), doc
 
 
 def test_rpm_config_is_noreplace(dist: Path, rpmdb: Path) -> None:
@@ -228,12 +233,15 @@ def test_deb_installs_everything(dist: Path) -> None:
         assert f"/lib/systemd/system/{unit}" in files
     assert "/lib/udev/rules.d/81-ec2net.rules" in files
     assert "/usr/lib/systemd/networkd.conf.d/80-ec2net.conf" in files
+    assert "/etc/cloud/cloud.cfg.d/90-ec2net.cfg" in files
     assert "/etc/ec2net/ec2net.toml" in files
     for page in MAN_PAGES:
         assert f"/usr/share/man/{page}.gz" in files, page
     for module in ("cli.py", "engine.py", "sysfiles.py", "data/ec2net@.service", "py.typed"):
         assert f"/usr/lib/python3/dist-packages/ec2net/{module}" in files, module
     assert not any(f.startswith("/etc/init/") for f in files)
+    assert "/usr/share/doc/ec2-net-utils/ec2net.rules.yml" in files
+    assert "/usr/share/doc/ec2-net-utils/migration.md.gz" in files
 
 
 def test_deb_control(dist: Path, deb_tree: Path) -> None:
@@ -350,3 +358,5 @@ def test_wheel_has_entry_points_and_data(dist: Path) -> None:
     data = {p.name for p in (ROOT / "src/ec2net/data").iterdir() if p.is_file()}
     assert data and {f"ec2net/data/{n}" for n in data} <= names
     assert {"ec2net/py.typed", "ec2net/cli.py", "ec2net/manpage.py"} <= names
+    rules = f"ec2_net_utils-{VERSION}.data/data/share/doc/ec2-net-utils/ec2net.rules.yml"
+    assert rules in names  # the alert rules, as documentation

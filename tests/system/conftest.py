@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from systest import harness, install
-from systest.image import EC2NET_VARIANTS, Image, ensure_image
+from systest.image import (
+    CLOUD_INIT_VARIANTS,
+    EC2NET_VARIANTS,
+    SWITCH_VARIANTS,
+    Image,
+    ensure_image,
+)
 from systest.qemu import BootInfo, Vm, qemu_usable
 
 PRIMARY_IP = "10.0.1.10"
@@ -63,7 +69,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # One boot per guest: keep each variant's tests together, in definition order (a
     # test parametrized indirectly with one variant would otherwise run apart from the
     # others of that guest and cost a second boot).
-    order = {v: i for i, v in enumerate(EC2NET_VARIANTS)}
+    order = {
+        v: i for i, v in enumerate((*EC2NET_VARIANTS, *CLOUD_INIT_VARIANTS, *SWITCH_VARIANTS))
+    }
 
     def key(item: pytest.Item) -> tuple[int, str, int]:
         callspec = getattr(item, "callspec", None)
@@ -72,6 +80,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return (order.get(str(variant), -1), path, line or 0)
 
     items.sort(key=key)
+    # The cloud-init guests join CI with one test each (test_cloud_init.py); the whole
+    # scenario set on them runs under `make systemtest` (marker `extended`, which
+    # tools/test deselects).
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("guest") in CLOUD_INIT_VARIANTS:
+            item.add_marker(pytest.mark.extended)
 
 
 @pytest.hookimpl(wrapper=True)

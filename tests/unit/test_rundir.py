@@ -6,6 +6,7 @@ from the "future" (wall clock stepped back) is not fresh."""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import secrets
@@ -123,10 +124,28 @@ def test_a_failed_write_leaves_the_old_record_whole_and_names_the_directory(
     store.save(_record())
     before = (store.records_dir / "02-00-00-00-02-14.json").read_text()
 
-    def full(fd: int) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    real_fdopen = os.fdopen
 
-    monkeypatch.setattr(os, "fsync", full)
+    class Full(io.RawIOBase):
+        """A file on a full file system: every write ENOSPC (tmpfs says so at once)."""
+
+        def __init__(self, fd: int) -> None:
+            self.fd = fd
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: object) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def close(self) -> None:
+            os.close(self.fd)
+            super().close()
+
+    def fdopen(fd: int, mode: str = "r", *args: object, **kw: object) -> object:
+        return Full(fd) if "w" in mode else real_fdopen(fd, mode, *args, **kw)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
     rec = _record()
     rec.owned_ips.append("10.0.2.22")
     with pytest.raises(RuntimeDirError) as err:

@@ -52,6 +52,20 @@ def test_units_are_bounded_and_hardened() -> None:
     assert "Type=notify" in files[f"{UNIT_DIR}/ec2net-watch.service"]
 
 
+def test_the_udev_unit_stands_aside_while_the_daemon_runs() -> None:
+    """ec2net@IFACE starts no process while ec2net-watch is ready: the file its
+    condition names is the one the daemon's unit creates after READY=1 and removes after
+    it stopped, however (ExecStopPost runs after a crash too)."""
+    files = render(("ena",), "/usr/bin")
+    per_if = files[f"{UNIT_DIR}/ec2net@.service"]
+    watch = files[f"{UNIT_DIR}/ec2net-watch.service"]
+    [marker] = re.findall(r"^ConditionPathExists=!(\S+)$", per_if, re.M)
+    assert f"ExecStartPost=/usr/bin/touch {marker}" in watch
+    assert f"ExecStopPost=/usr/bin/rm -f {marker}" in watch
+    assert marker.startswith("/run/ec2net/")  # writable by the hardened unit
+    assert "ReadWritePaths=/run/ec2net" in watch
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     bindir = tmp_path / "bin"
@@ -85,7 +99,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 def test_install_is_idempotent(tmp_path: Path) -> None:
-    assert len(install(tmp_path, ("ena",), "/usr/bin")) == len(UNITS) + 2  # + rule, conf
+    assert len(install(tmp_path, ("ena",), "/usr/bin")) == len(UNITS) + 3  # + rule, confs
     assert install(tmp_path, ("ena",), "/usr/bin") == []
 
 

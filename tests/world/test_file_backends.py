@@ -29,6 +29,7 @@ from ec2net.state import Store
 from ec2sim.netns import run_in_netns
 from ec2sim.world import Eni
 from tests.world.conftest import Instance
+from tests.world.test_foreign import replay_2x
 
 pytestmark = pytest.mark.world
 
@@ -232,3 +233,65 @@ def test_netlink_takes_any_name_linux_takes(instance: Instance) -> None:
     instance.ec2net("up", odd)
     assert reachable_all(instance, eni) == []
     instance.ec2net("down", odd)
+
+
+class SwitchingManager(ForeignProtocolManager):
+    """A stand-in for networkd moving a link from another tool's .network file to
+    ec2net's: it drops that tool's rules first (they were its own), then adds ours with
+    its own protocol, as networkd does."""
+
+    def __init__(self, inst: Instance, theirs: Sequence[str]) -> None:
+        super().__init__(inst)
+        self.theirs = list(theirs)
+
+    def activate(
+        self, activations: Sequence[Activation], changes: ChangeSet, kernel: Kernel
+    ) -> ApplyReport:
+        for rule in self.theirs:
+            six = ":" in rule
+            self.inst.ip(*(["-6"] if six else []), "rule", "del", *rule.split())
+        self.theirs = []
+        plain = []
+        for change in changes.changes:
+            if change.op is Op.ADD and change.theirs:  # ours in the place of theirs
+                words = str(change.obj).split()
+                if "route" in words[:2]:  # addresses: their lifetime is the manager's
+                    six = words[0] == "-6"
+                    rest = words[2:] if six else words[1:]
+                    self.inst.ip(*(["-6"] if six else []), "route", "replace", *rest,
+                                 "proto", "static")  # fmt: skip
+                continue
+            plain.append(change)
+        return super().activate(activations, ChangeSet(tuple(plain)), kernel)
+
+
+def test_a_take_over_under_a_manager_keeps_ours_whichever_rule_a_delete_hits(
+    instance: Instance, tmp_path: Path
+) -> None:
+    """The other tool's rule `pref 10001 from A/32 lookup 10001` and ours for the same
+    source (with suppress_prefixlength 0) carry the same protocol under a manager, and a
+    delete of theirs names no suppress_prefixlength: once the manager has removed theirs,
+    the kernel removes ours instead. The take-over adds ours again right after."""
+    f = instance.fabric
+    eni = f.attach(SECOND, "eth1")
+    replay_2x(instance, eni)
+    theirs = [f"pref 10001 from {a} lookup 10001 proto static" for a in (*eni.ipv4s, *eni.ipv6s)]
+    settings = replace(load(instance.env()), settle_timeout=5.0)
+    descriptor = replace(by_name("networkd"), known=BackendName("fake-networkd", "a stand-in"))
+
+    def body() -> None:
+        kernel = NetlinkBackend(managed=True)
+        manager = SwitchingManager(instance, theirs)
+        backend = FileBackend(descriptor, manager, kernel, root=str(tmp_path / "r"))
+        store = Store(instance.runtime)
+        store.ensure()
+        imds = ImdsClient((f.imds_url,), timeout=0.5, retries=2)
+        try:
+            Engine(settings, backend, imds, store).up("eth1", take_over=True)
+        finally:
+            backend.close()
+
+    run_in_netns(instance.ns, body)
+    rules = instance.ip("rule", "show")
+    assert "10001:\tfrom 10.0.2.22 lookup 10001 suppress_prefixlength 0" in rules, rules
+    assert reachable_all(instance, eni) == []

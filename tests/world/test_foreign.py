@@ -172,14 +172,14 @@ def test_an_eni_of_amazon_ec2_net_utils_2x_is_left_alone(inst: Instance, root: P
     replay_2x(inst, eni)
     files_2x(root)
     assert answering(inst, eni) == addrs(eni)  # their configuration works
-    before = eni_table(inst), inst.ip("addr", "show", "eth1")
+    before = eni_table(inst), inst.ip("-br", "addr", "show", "eth1")  # no lifetimes
     up = inst.ec2net("up", "eth1", check=False)
     assert up.returncode == 2, up.stderr
     for words in ("table 10001 holds 4 rules and 4 routes", "amazon-ec2-net-utils 2.x",
                   "rule pref 10001 from 10.0.2.20/32 lookup 10001 proto static",
                   "up --take-over eth1"):  # fmt: skip
         assert words in up.stderr, up.stderr
-    assert (eni_table(inst), inst.ip("addr", "show", "eth1")) == before  # nothing touched
+    assert (eni_table(inst), inst.ip("-br", "addr", "show", "eth1")) == before  # untouched
     [row] = status(inst)
     assert row["state"] == "foreign" and row["interface"] == "eth1"
     assert "amazon-ec2-net-utils 2.x" in str(row["foreign_tool"])

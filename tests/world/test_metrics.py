@@ -146,6 +146,19 @@ def test_daemon_keeps_the_textfile(
     )
     start = one(got, "ec2net_daemon_start_time_seconds")
     assert one(got, "ec2net_last_refresh_success_timestamp_seconds") >= start
+    # `ec2net check` in the file: every kind there, 0 while every path is right...
+    assert of(got, "ec2net_check_problems", ifname="eth1")
+    assert sum(of(got, "ec2net_check_problems").values()) == 0
+    # ...and counted once another program's rule sends a reply out by the primary
+    instance.ip("route", "add", "default", "via", "10.0.1.1", "dev", "eth0", "table", "77")
+    instance.ip("rule", "add", "pref", "100", "from", str(eni.ipv4s[0]), "lookup", "77")
+
+    def wrong_paths() -> float:
+        found = of(read(), "ec2net_check_problems", ifname="eth1", kind="wrong_path")
+        return sum(found.values())
+
+    assert wait_for(lambda: wrong_paths() >= 2, 10), d.output()  # gateway, outside, vpc
+    instance.ip("rule", "del", "pref", "100")
     # detached: the daemon cleans up and the file says nothing is managed any more
     f.detach(SECOND)
     assert wait_for(lambda: of(read(), "ec2net_managed_enis") == {frozenset(): 0}, 10), d.output()

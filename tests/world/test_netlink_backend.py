@@ -255,6 +255,17 @@ def test_errors_are_reported_per_object(ns: str, be: NetlinkBackend) -> None:
     assert be.snapshot().rules == {good_after}
 
 
+def test_a_refused_last_request_is_its_datagrams_answer(ns: str, be: NetlinkBackend) -> None:
+    """The last request of a datagram is the one acknowledged whatever its outcome:
+    refused, its error is the answer that ends the wait."""
+    good = AddressSpec("x0", ip_if("10.1.0.6/24"))
+    unreachable = RouteSpec(T, ip_net("10.8.0.0/24"), "x0", ip_addr("10.99.0.1"))
+    changes = adds(good, unreachable)
+    report = be.apply(changes)
+    assert report.applied == [changes.changes[0]]
+    assert [c for c, _ in report.failed] == [changes.changes[1]]
+
+
 def test_delete_after_device_vanished(ns: str, be: NetlinkBackend) -> None:
     objs: list[NetObject] = [
         AddressSpec("x1", ip_if("10.2.0.5/24")),
@@ -312,10 +323,15 @@ def test_bulk_apply_in_small_chunks(be: NetlinkBackend) -> None:
 
 def test_lost_acks_are_recovered(ns: str) -> None:
     with NetlinkBackend(ns) as be:
-        # A receive buffer far too small for the acks of one datagram: ENOBUFS.
+        # A receive buffer far too small for the answers of one datagram: ENOBUFS.
         be._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
         be._chan.max_inflight = 10_000
         objs = _bulk(1, 150)
+        # Answers come only for refusals (and the datagram's last request): all fit.
+        assert_all_applied(be, adds(*objs))
+        assert be._chan.max_inflight == 10_000
+        # Every add again: each answers EEXIST, far more than the buffer holds; the
+        # requests without a known answer are sent again, acknowledged one by one.
         assert_all_applied(be, adds(*objs))
         assert be._chan.max_inflight < 10_000
     with NetlinkBackend(ns) as fresh:

@@ -34,6 +34,7 @@ from ec2net.model import (
     MtuSpec,
     Op,
     RouteSpec,
+    RuleSpec,
     owns,
 )
 from ec2net.render import Files, Renderer, RenderInput, is_ours
@@ -202,10 +203,10 @@ def _leftovers(changes: ChangeSet, intents: Sequence[Intent]) -> Iterator[Change
         if isinstance(obj, MtuSpec) and obj.ifname in removing:
             yield change  # the MTU set back on removal: no file of ours says it any more
             continue
-        if change.op is not Op.DEL:
+        if change.theirs and (change.op is Op.DEL or isinstance(obj, RuleSpec)):
+            yield change  # a release, or one of our rules asserted again after it
             continue
-        if change.theirs:
-            yield change
+        if change.op is not Op.DEL:
             continue
         for intent in intents:
             if isinstance(obj, RouteSpec) and intent.plan is not None:

@@ -31,17 +31,21 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Optional
 
+from ec2net import cloudinit
 from ec2net.backends import netlink_batch as nb
 from ec2net.backends import netlink_raw as raw
 from ec2net.backends.base import ApplyReport
 from ec2net.backends.netlink_events import ra_default_router
+from ec2net.check import Answer, OtherRule, Question
 from ec2net.errors import ApplyFailed
 from ec2net.foreign import Theirs
 from ec2net.model import (
     RTPROT_EC2NET,
+    TABLE_MAIN,
     AddressSpec,
     ChangeSet,
     Family,
+    IPAddress,
     IPInterface,
     IPNetwork,
     Link,
@@ -294,7 +298,7 @@ class NetlinkBackend:
                 # Managed: a network manager added our routes with its own protocol.
                 if ours or (self.managed and in_eni_table):
                     routes.add(route)
-                if not ours and in_eni_table:
+                if not ours and (in_eni_table or cloudinit.is_table(route.table)):
                     theirs.add(Theirs(route, proto))
         rules, their_rules = self._rules()
         return Snapshot(
@@ -372,9 +376,75 @@ class NetlinkBackend:
                 # Managed: a network manager added our rules with its own protocol.
                 if proto == RTPROT_EC2NET or (self.managed and eni_table is not None):
                     ours.add(rule)
-                if proto is not None and proto != RTPROT_EC2NET and eni_table is not None:
+                elsewhere = eni_table is None and cloudinit.is_table(rule.table)
+                if (
+                    proto is not None
+                    and proto != RTPROT_EC2NET
+                    and (eni_table is not None or elsewhere)
+                ):
                     theirs.add(Theirs(rule, int(proto)))
         return ours, theirs
+
+    # -- what `ec2net check` asks ------------------------------------------------------
+
+    def lookup(self, questions: Sequence[Question]) -> list[Answer]:
+        """The kernel's route lookup for each question (many per datagram)."""
+        names = {r.index: r.name for r in self._link_dump()}
+        index = {name: i for i, name in names.items()}
+        requests = []
+        for q in questions:
+            if q.inbound:  # arriving on the ENI from q.dest, for q.source
+                requests.append(nb.route_get(q.source, q.dest, iif=index.get(q.ifname, 0)))
+            else:
+                requests.append(nb.route_get(q.dest, q.source))
+        answers = []
+        for got in self._chan.query(requests):
+            if isinstance(got, tuple):
+                answers.append(Answer(error=got[0], reason=got[1]))
+                continue
+            oif = got.get_attr("RTA_OIF")
+            answers.append(Answer(table=_table(got), oif=names.get(int(oif), "") if oif else ""))
+        return answers
+
+    def main_routes(self) -> list[RouteSpec]:
+        """Routes of the main table, any protocol (other programs' among them)."""
+        names = {r.index: r.name for r in self._link_dump()}
+        out = []
+        for family in (Family.V4, Family.V6):
+            for msg in self._chan.dump(nb.route_dump(family, 0)):
+                route = _route(msg, family, names)
+                if route is not None and route.table == TABLE_MAIN:
+                    out.append(route)
+        return out
+
+    def other_rules(self) -> list[OtherRule]:
+        """Every rule that is not ec2net's, for messages."""
+        out = []
+        for family in (Family.V4, Family.V6):
+            for msg in self._chan.dump(nb.rule_dump(family)):
+                proto = msg.get_attr("FRA_PROTOCOL")
+                if proto == RTPROT_EC2NET:
+                    continue
+                prio = int(msg.get_attr("FRA_PRIORITY") or 0)
+                src = msg.get_attr("FRA_SRC")
+                net = _network(family, src, msg["src_len"]) if src else None
+                table = _table(msg, "FRA_TABLE")
+                mark = msg.get_attr("FRA_FWMARK")
+                text = f"rule pref {prio} from {net or 'all'}"
+                text += f" fwmark {mark:#x}" if mark else ""
+                text += f" lookup {table}" + (f" proto {proto}" if proto is not None else "")
+                out.append(OtherRule(prio, table, net, text))
+        return out
+
+    def failed_neighbours(self) -> set[tuple[str, IPAddress]]:
+        """(interface, address) of every IPv4 neighbour entry in state FAILED."""
+        names = {r.index: r.name for r in self._link_dump()}
+        out = set()
+        for msg in self._chan.dump(nb.neigh_dump(Family.V4)):
+            dst = msg.get_attr("NDA_DST")
+            if dst and int(msg["state"]) & nb.NUD_FAILED and int(msg["ifindex"]) in names:
+                out.add((names[int(msg["ifindex"])], ipaddress.ip_address(dst)))
+        return out
 
     # -- apply ------------------------------------------------------------------------
 
@@ -398,7 +468,7 @@ class NetlinkBackend:
             obj = change.obj
             # Managed: a network manager added our objects with its own protocol; and
             # another tool's objects are deleted whatever theirs.
-            del_proto = 0 if self.managed or change.theirs else RTPROT_EC2NET
+            del_proto = change.proto if change.theirs else 0 if self.managed else RTPROT_EC2NET
             if isinstance(obj, RuleSpec):
                 requests.append(nb.rule_request(change.op, obj, del_proto))  # needs no device
                 continue

@@ -52,6 +52,7 @@ from pyroute2.netlink.rtnl import (
     RTM_DELRULE,
     RTM_GETADDR,
     RTM_GETLINK,
+    RTM_GETNEIGH,
     RTM_GETROUTE,
     RTM_GETRULE,
     RTM_NEWADDR,
@@ -70,6 +71,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import (
 )
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+from pyroute2.netlink.rtnl.ndmsg import NUD_FAILED, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from ec2net.backends import netlink_raw as raw
@@ -79,6 +81,7 @@ from ec2net.model import (
     RTPROT_EC2NET,
     AddressSpec,
     Family,
+    IPAddress,
     Op,
     RouteSpec,
     RuleSpec,
@@ -97,6 +100,9 @@ F_ADD = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 F_DEL = NLM_F_REQUEST | NLM_F_ACK
 # A take-over: the object with the same key (another tool's) becomes ours in place.
 F_REPLACE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
+# linux/rtnetlink.h (not in pyroute2): a route lookup's answer names the table the
+# lookup took (rtm_table / RTA_TABLE), not the route's own.
+RTM_F_LOOKUP_TABLE = 0x1000
 
 __all__ = [
     # pyroute2's constants are re-exported: netlink.py reads them as nb.NAME
@@ -117,6 +123,7 @@ __all__ = [
     "NLM_F_EXCL",
     "NLM_F_REPLACE",
     "NLM_F_REQUEST",
+    "NUD_FAILED",
     "OK",
     "RTM_DELADDR",
     "RTM_DELROUTE",
@@ -141,8 +148,10 @@ __all__ = [
     "address_request",
     "link_dump",
     "link_up_request",
+    "neigh_dump",
     "open_socket",
     "route_dump",
+    "route_get",
     "route_request",
     "rule_dump",
     "rule_request",
@@ -298,22 +307,61 @@ class Channel:
 
     def exchange(self, requests: Sequence[Request]) -> list[Verdict]:
         """Send requests in order; per request the kernel's answer as (errno, reason),
-        (0, "") when done. Callers decide which errnos mean "already so"."""
+        (0, "") when done. Callers decide which errnos mean "already so".
+
+        The first pass asks for answers on errors only: every request but the last of
+        each datagram goes without NLM_F_ACK, so the kernel answers only those it
+        refuses, and the last one's ack says the whole datagram was handled (the kernel
+        handles a datagram's messages in order and queues their answers in order).
+        Decoding one ack per request costs more than the kernel's work. If answers were
+        lost (ENOBUFS), the requests of that datagram without a known answer are sent
+        again, each acknowledged (an add that happened answers EEXIST, a delete
+        ENOENT); verify reads the kernel back after the apply in any case."""
         results: list[Verdict] = [OK] * len(requests)
         base = self._next_seq(len(requests))
         wire: list[Optional[bytes]] = [None] * len(requests)
         pending = list(range(len(requests)))
         self._encoder.prepare(requests)
+        errors_only = True
         for _ in range(_MAX_RETRIES):
             if not pending:
                 break
-            pending = self._round(requests, wire, base, pending, results)
+            pending = self._round(requests, wire, base, pending, results, errors_only=errors_only)
+            if errors_only:
+                errors_only = False
+                wire = [None] * len(requests)  # again with NLM_F_ACK on each
         if pending:
             raise NetlinkUnavailable(f"rtnetlink: {len(pending)} requests never acknowledged")
         return results
 
     def _encode(self, request: Request, seq: int) -> bytes:
         return self._encoder.encode(request, seq)
+
+    def query(self, requests: Sequence[Request]) -> list[Message | Verdict]:
+        """Questions that the kernel answers with one message each (a route lookup):
+        per request that message, or the (errno, reason) of its refusal. Sent many per
+        datagram, as many as the receive buffer holds answers for."""
+        answers: list[Message | Verdict] = [(errno.EIO, "EIO: no answer")] * len(requests)
+        base = self._next_seq(len(requests))
+        self._encoder.prepare(requests)
+        for start in range(0, len(requests), self.max_inflight):
+            chunk = range(start, min(start + self.max_inflight, len(requests)))
+            data = b"".join(self._encode(requests[i], base + i) for i in chunk)
+            try:
+                self.sock.send(data)
+            except OSError as exc:
+                raise NetlinkUnavailable(f"rtnetlink send: {exc}") from exc
+            waiting = {base + i: i for i in chunk}
+            while waiting:
+                for msg in self._parse(self._recv()):
+                    idx = waiting.pop(msg["header"]["sequence_number"], None)
+                    if idx is None:
+                        continue  # a late answer of an earlier exchange
+                    if msg["header"]["type"] == NLMSG_ERROR:
+                        answers[idx] = ack_verdict(msg)
+                    else:
+                        answers[idx] = msg
+        return answers
 
     def _round(
         self,
@@ -322,48 +370,61 @@ class Channel:
         base: int,
         pending: list[int],
         results: list[Verdict],
+        *,
+        errors_only: bool = False,
     ) -> list[int]:
-        """One pass over pending requests; returns those whose ack was lost."""
+        """One pass over pending requests; returns those whose answer was lost."""
         lost: list[int] = []
         pos = 0
         while pos < len(pending):
             # A chunk: as many requests as the send buffer takes and the receive
-            # buffer can hold acks for.
-            chunk: list[bytes] = []
+            # buffer can hold answers for (were every one refused).
+            chunk: list[int] = []
             size = 0
-            by_seq: dict[int, int] = {}
             while pos < len(pending) and len(chunk) < self.max_inflight:
                 idx = pending[pos]
                 data = wire[idx]
                 if data is None:
-                    data = wire[idx] = self._encode(requests[idx], base + idx)
+                    req = requests[idx]
+                    if errors_only:
+                        req = req.with_flags(req.flags & ~NLM_F_ACK)
+                    data = wire[idx] = self._encode(req, base + idx)
                 if chunk and size + len(data) > self.max_send:
                     break
-                chunk.append(data)
+                chunk.append(idx)
                 size += len(data)
-                by_seq[base + idx] = idx
                 pos += 1
+            last = chunk[-1]
+            if errors_only:  # the barrier: the chunk's last request is acknowledged
+                wire[last] = self._encode(requests[last], base + last)
             try:
-                self.sock.send(b"".join(chunk))
+                self.sock.send(b"".join(wire[i] or b"" for i in chunk))
             except OSError as exc:
                 raise NetlinkUnavailable(f"rtnetlink send: {exc}") from exc
-            lost.extend(self._collect(by_seq, results))
+            by_seq = {base + i: i for i in chunk}
+            lost.extend(self._collect(by_seq, results, base + last if errors_only else None))
+            if errors_only:
+                wire[last] = None  # encoded without NLM_F_ACK if it is sent again
         return sorted(lost)
 
-    def _collect(self, by_seq: dict[int, int], results: list[Verdict]) -> list[int]:
+    def _collect(
+        self, by_seq: dict[int, int], results: list[Verdict], barrier: Optional[int] = None
+    ) -> list[int]:
+        """Answers to one chunk. With a `barrier` (errors only), the chunk is done when
+        the barrier's ack came; requests without an answer then were done."""
         waiting = dict(by_seq)
-        while waiting:
+        while waiting and (barrier is None or barrier in waiting):
             try:
                 size = self._recv()
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     raise NetlinkUnavailable(f"rtnetlink receive: {exc}") from exc
-                # Some acks were dropped. The kernel finished the whole datagram inside
-                # send(), so whatever is queued now is all that will come.
+                # Some answers were dropped. The kernel finished the whole datagram
+                # inside send(), so whatever is queued now is all that will come.
                 self._drain(waiting, results)
                 # Shrink later chunks to what the buffer really held this time.
                 got = len(by_seq) - len(waiting)
-                self.max_inflight = max(1, min(self.max_inflight // 2, got * 3 // 4))
+                self.max_inflight = max(1, min(self.max_inflight // 2, max(got, 4) * 3 // 4))
                 return list(waiting.values())
             self._take(size, waiting, results)
         return []
@@ -413,6 +474,44 @@ def route_dump(family: Family, proto: int) -> Request:
     zero = ("dst_len", "src_len", "tos", "table", "scope", "type", "flags")
     fields = (*((name, 0) for name in zero), ("family", int(family)), ("proto", proto))
     return Request(rtmsg, RTM_GETROUTE, 0, fields)
+
+
+def neigh_dump(family: Family) -> Request:
+    fields = (("family", int(family)), ("ifindex", 0), ("state", 0), ("flags", 0), ("ndm_type", 0))
+    return Request(ndmsg, RTM_GETNEIGH, 0, fields)
+
+
+def route_get(
+    dst: IPAddress,
+    src: Optional[IPAddress] = None,
+    *,
+    iif: Optional[int] = None,
+    oif: Optional[int] = None,
+) -> Request:
+    """The kernel's own route lookup (what `ip route get` asks): for a packet from `src`
+    to `dst`, leaving this host (no `iif`) or arriving on `iif` (the input path, which
+    applies rp_filter). No packet is sent."""
+    bits = 32 if dst.version == 4 else 128
+    fields = (
+        ("family", 2 if dst.version == 4 else 10),
+        ("dst_len", bits),
+        ("src_len", bits if src is not None else 0),
+        ("tos", 0),
+        ("table", 0),
+        ("proto", 0),
+        ("scope", 0),
+        ("type", 0),
+        # IPv6 refuses the flag: its answer names the route's table, the lookup's too.
+        ("flags", RTM_F_LOOKUP_TABLE if dst.version == 4 else 0),
+    )
+    attrs: tuple[Attr, ...] = (("RTA_DST", str(dst)),)
+    if src is not None:
+        attrs += (("RTA_SRC", str(src)),)
+    if iif is not None:
+        attrs += (("RTA_IIF", iif),)
+    if oif is not None:
+        attrs += (("RTA_OIF", oif),)
+    return Request(rtmsg, RTM_GETROUTE, NLM_F_REQUEST, fields, attrs)
 
 
 def rule_dump(family: Family) -> Request:
