@@ -202,21 +202,25 @@ class Daemon:
         """Events were lost: read every link again and act on what changed since, as
         the lost events would have (links gone: their cleanup; new or renamed links:
         their `up`, through the same filter). No scan: a storm of lost events must not
-        become a storm of scans and IMDS reads. At most once per RESYNC_EVERY seconds;
-        a later loss waits for its turn (`resync_due`)."""
+        become a storm of scans and IMDS reads. At most once per RESYNC_EVERY seconds,
+        counted from the end of the last one: during a storm a re-read of a thousand
+        links takes a second or more (the kernel's dump waits for the storm's rtnl
+        lock), and one started right after another would keep the loop from its
+        watchdog pings. A later loss waits for its turn (`resync_due`)."""
         now = time.monotonic()
         if now < self.last_resync + RESYNC_EVERY:
             self.resync_due = self.resync_due or self.last_resync + RESYNC_EVERY
             return
-        self.last_resync = now
         self.resync_due = None
         try:
             links = dump_links()
         except OSError as err:
             log.warning("link events were lost and the links cannot be read: %s", err)
-            self.resync_due = now + RESYNC_EVERY
+            self.last_resync = time.monotonic()
+            self.resync_due = self.last_resync + RESYNC_EVERY
             return
-        log.debug("re-read %d links in %.3f s", len(links), time.monotonic() - now)
+        self.last_resync = time.monotonic()
+        log.debug("re-read %d links in %.3f s", len(links), self.last_resync - now)
         fresh = {ev.index for ev in links}
         for index, (name, mac) in list(self.known.items()):
             if index not in fresh:

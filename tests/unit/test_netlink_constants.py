@@ -60,8 +60,8 @@ def test_link_change_is_a_str_enum() -> None:
 
 
 def test_link_messages_decoded_as_pyroute2_decodes_them() -> None:
-    """The daemon's own walk over link attributes (netlink_events.parse_link) against
-    pyroute2's full decoding, on this namespace's real links (no root needed)."""
+    """The daemon's link dump (netlink_links.LinkMsg, pyroute2's ifinfmsg narrowed)
+    against pyroute2's whole decoding, on this namespace's real links (no root needed)."""
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:

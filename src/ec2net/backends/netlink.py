@@ -33,7 +33,7 @@ from typing import Optional
 
 from ec2net import cloudinit
 from ec2net.backends import netlink_batch as nb
-from ec2net.backends import netlink_raw as raw
+from ec2net.backends import netlink_links as links
 from ec2net.backends.base import ApplyReport
 from ec2net.backends.netlink_events import ra_default_router
 from ec2net.check import Answer, OtherRule, Question
@@ -184,6 +184,7 @@ class NetlinkBackend:
         except OSError as exc:
             raise nb.NetlinkUnavailable(f"rtnetlink socket ({netns or 'current'}): {exc}") from exc
         self._chan = nb.Channel(self._sock)
+        self._link_marshal = links.LinkMarshal()  # the link dump decoded narrowed
 
     def close(self) -> None:
         self._sock.close()
@@ -204,8 +205,8 @@ class NetlinkBackend:
 
     def _link_dump(self) -> list[_LinkRow]:
         out = []
-        for data, pos, length in self._chan.dump_raw(raw.link_dump_request):
-            f = raw.link_fields(data, pos, length)
+        for msg in self._chan.dump(nb.link_dump(), self._link_marshal):
+            f = links.link_fields(msg)
             out.append(
                 _LinkRow(
                     index=f.index,

@@ -28,9 +28,8 @@ import contextlib
 import errno
 import os
 import socket
-import struct
 from collections.abc import Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from pyroute2.netlink import (
     NETLINK_EXT_ACK,
@@ -74,7 +73,6 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.ndmsg import NUD_FAILED, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from ec2net.backends import netlink_raw as raw
 from ec2net.backends.netlink_encode import Attr, Encoder, Request
 from ec2net.errors import Ec2NetError
 from ec2net.model import (
@@ -240,13 +238,14 @@ class Channel:
         except socket.timeout as exc:
             raise NetlinkUnavailable("rtnetlink: no answer within 10 s") from exc
 
-    def _parse(self, size: int) -> list[Message]:
-        return list(self._marshal.parse(bytes(self._buf[:size])))
+    def _parse(self, size: int, marshal: Optional[Any] = None) -> list[Message]:
+        return list((marshal or self._marshal).parse(bytes(self._buf[:size])))
 
-    def dump(self, request: Request) -> list[Message]:
+    def dump(self, request: Request, marshal: Optional[Any] = None) -> list[Message]:
         """All messages of one dump, decoded; retried when the kernel flags the dump
         as interrupted by a concurrent change. `request` names the message type and
-        carries any filter in its fields."""
+        carries any filter in its fields. `marshal`: a pyroute2 Marshal decoding the
+        answers instead of MarshalRtnl (the link dump's, netlink_links.LinkMarshal)."""
         out: list[Message] = []
         for _ in range(_MAX_RETRIES):
             seq = self._next_seq(1)
@@ -259,7 +258,7 @@ class Channel:
             interrupted = False
             done = False
             while not done:
-                for msg in self._parse(self._recv()):
+                for msg in self._parse(self._recv(), marshal):
                     header = msg["header"]
                     if header["sequence_number"] != seq:
                         continue  # a late ack of an earlier exchange
@@ -270,37 +269,6 @@ class Channel:
                         raise NetlinkUnavailable(f"rtnetlink dump: {ack_verdict(msg)[1]}")
                     else:
                         out.append(msg)
-            if not interrupted:
-                break
-        return out
-
-    def dump_raw(self, encode: Callable[[int], bytes]) -> list[tuple[bytes, int, int]]:
-        """One dump's messages undecoded, as (buffer, offset, length): for the link
-        dump, whose messages pyroute2 would decode whole (netlink_raw). `encode(seq)`
-        gives the request. Retried like `dump` when the kernel flags it interrupted."""
-        out: list[tuple[bytes, int, int]] = []
-        for _ in range(_MAX_RETRIES):
-            seq = self._next_seq(1)
-            try:
-                self.sock.send(encode(seq))
-            except OSError as exc:
-                raise NetlinkUnavailable(f"rtnetlink dump: {exc}") from exc
-            out = []
-            interrupted = False
-            done = False
-            while not done:
-                data = bytes(self._buf[: self._recv()])
-                for pos, length, kind, flags, mseq in raw.messages(data):
-                    if mseq != seq:
-                        continue  # a late ack of an earlier exchange
-                    interrupted |= bool(flags & NLM_F_DUMP_INTR)
-                    if kind == NLMSG_DONE:
-                        done = True
-                    elif kind == NLMSG_ERROR:
-                        code = struct.unpack_from("=i", data, pos + raw.NLMSG.size)[0]
-                        raise NetlinkUnavailable(f"rtnetlink dump: {os.strerror(-code)}")
-                    else:
-                        out.append((data, pos, length))
             if not interrupted:
                 break
         return out

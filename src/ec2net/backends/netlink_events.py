@@ -9,10 +9,11 @@ addresses are never joined, so bulk programming does not flood the socket. A los
 event (ENOBUFS: the kernel dropped messages because we were slow) is reported as
 `Resync`, on which the daemon re-reads every link (`dump_links`).
 
-Link messages are decoded by netlink_raw (the few attributes the daemon needs, not
-pyroute2's whole decoding, a millisecond a message): a burst of container links must
-not outrun the reader. Route messages are handed to pyroute2 only when their header
-says they can be an RA default route.
+Link messages are decoded as netlink_links.LinkMsg (pyroute2's ifinfmsg narrowed to
+the attributes the daemon needs): a burst of container links must not outrun the
+reader. Route messages are decoded as their header and fixed fields only (`RouteHeader`)
+and decoded whole only when those say they can be an RA default route: a routing
+daemon programming thousands of IPv6 routes costs no attribute decoding.
 """
 
 from __future__ import annotations
@@ -22,14 +23,12 @@ import errno
 import ipaddress
 import os
 import socket
-import struct
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 
-from pyroute2.netlink import NETLINK_ROUTE
+from pyroute2.netlink import NETLINK_ROUTE, NLMSG_DONE, NLMSG_ERROR
 from pyroute2.netlink.rtnl import (
-    RTM_DELLINK,
     RTM_DELROUTE,
     RTM_NEWLINK,
     RTM_NEWROUTE,
@@ -37,9 +36,9 @@ from pyroute2.netlink.rtnl import (
     RTMGRP_LINK,
     rt_proto,
 )
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from ec2net.backends import netlink_raw as raw
+from ec2net.backends import netlink_links as links
 from ec2net.model import TABLE_MAIN
 
 RCVBUF = 1 << 20
@@ -86,14 +85,36 @@ class Resync:
 Event = Union[LinkEvent, RouterEvent, Resync]
 RTPROT_RA: int = rt_proto["ra"]
 
-# rtmsg: family, dst_len, src_len, tos, table, protocol, ...
-_RT_DST_LEN, _RT_PROTOCOL = 1, 5
 DUMP_TIMEOUT = 5.0
 
 
-def _event(data: bytes, pos: int, length: int, kind: int) -> LinkEvent:
-    f = raw.link_fields(data, pos, length)
-    change = LinkChange.NEW if kind == RTM_NEWLINK else LinkChange.DEL
+class RouteHeader(rtmsg):  # type: ignore[misc]  # pyroute2 is untyped
+    """rtmsg's header and fixed fields (dst_len, proto, ...), its attributes left
+    undecoded: an empty nla_map makes pyroute2 skip the attribute chain."""
+
+    nla_map = ()
+
+
+class EventMarshal(links.LinkMarshal):
+    """The event socket's messages: links narrowed, routes as their header only."""
+
+    msg_map: ClassVar[dict[int, Any]] = {
+        **links.LinkMarshal.msg_map,
+        RTM_NEWROUTE: RouteHeader,
+        RTM_DELROUTE: RouteHeader,
+    }
+
+
+class RouteEventMarshal(EventMarshal):
+    """After a loss: link messages as their netlink header only (a bare nlmsg), as the
+    re-read of every link supersedes them; routes as in EventMarshal."""
+
+    msg_map: ClassVar[dict[int, Any]] = {RTM_NEWROUTE: RouteHeader, RTM_DELROUTE: RouteHeader}
+
+
+def _event(msg: links.Message) -> LinkEvent:
+    f = links.link_fields(msg)
+    change = LinkChange.NEW if msg["header"]["type"] == RTM_NEWLINK else LinkChange.DEL
     return LinkEvent(change, f.index, f.name, f.mac, f.kind, f.master)
 
 
@@ -104,18 +125,19 @@ def dump_links() -> list[LinkEvent]:
         sock.settimeout(DUMP_TIMEOUT)
         sock.bind((0, 0))
         seq = int(time.monotonic() * 1000) & 0x7FFFFFFF
-        sock.send(raw.link_dump_request(seq))
+        sock.send(links.link_dump_request(seq))
+        marshal = links.LinkMarshal()
         out: list[LinkEvent] = []
         while True:
-            data = sock.recv(1 << 16)
-            for pos, length, kind, _, _ in raw.messages(data):
-                if kind == raw.NLMSG_DONE:
+            for msg in marshal.parse(sock.recv(1 << 16)):
+                kind = msg["header"]["type"]
+                if kind == NLMSG_DONE:
                     return out
-                if kind == raw.NLMSG_ERROR:
-                    code = struct.unpack_from("=i", data, pos + raw.NLMSG.size)[0]
-                    raise OSError(-code, f"link dump: {os.strerror(-code)}")
+                if kind == NLMSG_ERROR:
+                    code = links.error_code(msg)
+                    raise OSError(code, f"link dump: {os.strerror(code)}")
                 if kind == RTM_NEWLINK:
-                    out.append(_event(data, pos, length, kind))
+                    out.append(_event(msg))
 
 
 class LinkEvents:
@@ -124,7 +146,8 @@ class LinkEvents:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         self._sock.bind((0, RTMGRP_LINK | RTMGRP_IPV6_ROUTE))
         self._sock.setblocking(False)
-        self._marshal = MarshalRtnl()
+        self._marshal = EventMarshal()
+        self._routes_only = RouteEventMarshal()
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -134,7 +157,9 @@ class LinkEvents:
 
     def read(self) -> list[Event]:
         """What is queued now, for at most READ_SLICE seconds (never blocks). Lost
-        events give one Resync, first in the list."""
+        events give one Resync, first in the list, and no link events: the re-read of
+        every link the Resync asks for supersedes them, so once a loss is seen the link
+        messages of this read are not decoded (most of a storm's reading)."""
         out: list[Event] = []
         lost = False
         deadline = time.monotonic() + READ_SLICE
@@ -145,25 +170,35 @@ class LinkEvents:
                 break
             except OSError as err:
                 if err.errno == errno.ENOBUFS:
+                    if not lost:
+                        out = [ev for ev in out if isinstance(ev, RouterEvent)]
                     lost = True
                     continue
                 raise
-            for pos, length, kind, _, _ in raw.messages(data):
-                if kind in (RTM_NEWLINK, RTM_DELLINK):
-                    out.append(_event(data, pos, length, kind))
-                elif kind in (RTM_NEWROUTE, RTM_DELROUTE) and _maybe_ra_default(data, pos):
-                    for msg in self._marshal.parse(data[pos : pos + length]):
-                        router = _router_event(msg, kind == RTM_NEWROUTE)
-                        if router is not None:
-                            out.append(router)
+            out += decode_events(self._routes_only if lost else self._marshal, data)
         return [Resync(), *out] if lost else out
 
 
-def _maybe_ra_default(data: bytes, pos: int) -> bool:
-    """What the route message's header alone says: a default route learned from an RA
-    (the rest, table and gateway, is ra_default_router's)."""
-    body = pos + raw.NLMSG.size
-    return data[body + _RT_DST_LEN] == 0 and data[body + _RT_PROTOCOL] == RTPROT_RA
+def decode_events(marshal: EventMarshal, data: bytes) -> list[Event]:
+    """The events in what one recv() returned."""
+    out: list[Event] = []
+    for msg in marshal.parse(data):
+        kind = msg["header"]["type"]
+        if isinstance(msg, links.LinkMsg):
+            out.append(_event(msg))
+        elif kind in (RTM_NEWROUTE, RTM_DELROUTE) and _maybe_ra_default(msg):
+            whole = rtmsg(msg.data, offset=msg.offset)
+            whole.decode()
+            router = _router_event(whole, kind == RTM_NEWROUTE)
+            if router is not None:
+                out.append(router)
+    return out
+
+
+def _maybe_ra_default(header: links.Message) -> bool:
+    """What a RouteHeader alone says: a default route learned from an RA (the rest,
+    table and gateway, is ra_default_router's)."""
+    return bool(header["dst_len"] == 0 and header["proto"] == RTPROT_RA)
 
 
 def ra_default_router(msg: Any) -> Optional[tuple[int, ipaddress.IPv6Address]]:
