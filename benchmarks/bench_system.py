@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from systest import harness, install, scenarios, trace
+from systest import floor, harness, install, scenarios, trace
 from systest.cloud_guest import AWS274_VARIANT
 from systest.image import CLOUD_INIT_VARIANTS, EC2NET_VARIANTS, ensure_image
 from systest.peer import PEER_VERSION
@@ -39,8 +39,11 @@ from systest.vpc import IPV6_ONLY_SUBNET, OTHER_SUBNET_MAC, VpcGuest
 REPO = Path(__file__).resolve().parents[1]
 # ec2net polls IMDS as often as the AWS tool's refresh timer, so the idle figures compare
 REFRESH_INTERVAL = 60.0
+# the netlink backend in a networkd guest (networkd told to leave the ENIs alone)
+NETLINK_TOOL = "ec2net-trixie-netlink"
 DEFAULT_TOOLS = (
     *(f"ec2net-{v}" for v in EC2NET_VARIANTS),
+    NETLINK_TOOL,
     "aws-bookworm",
     "aws274-bookworm",
     "aws-trixie",
@@ -56,6 +59,7 @@ class Tool:
     variant: str
     installer: Optional[scenarios.Installer]
     units: tuple[str, ...]
+    suite: str = ""
 
 
 @dataclass
@@ -65,6 +69,13 @@ class Measured:
     traces: list[str] = field(default_factory=list)
     hotplug_s: list[float] = field(default_factory=list)
     hotplug_failed: int = 0
+    # the floor in the same guest (systest/floor.py): ip -batch from a udev RUN handler
+    floor_s: list[float] = field(default_factory=list)
+    floor_failed: int = 0
+    floor_handler_ms: list[float] = field(default_factory=list)  # handler start
+    floor_ip_ms: list[float] = field(default_factory=list)
+    suite: str = ""
+    aws274: bool = False
     imds_per_attach: list[int] = field(default_factory=list)
     imds_idle_per_min: Optional[float] = None
     verdicts: dict[str, str] = field(default_factory=dict)  # scenario -> PASS / FAIL ...
@@ -81,7 +92,7 @@ def _try(m: Measured, what: str, fn: Callable[[], None]) -> None:
 
 
 def run_tool(tool: Tool, args: argparse.Namespace) -> Measured:
-    m = Measured(tool.name)
+    m = Measured(tool.name, suite=tool.suite, aws274=tool.variant.endswith("274"))
     workdir = harness.short_workdir()
     g = VpcGuest(ensure_image(tool.variant), workdir)
     log = print if args.verbose else (lambda *_: None)
@@ -117,6 +128,31 @@ def run_tool(tool: Tool, args: argparse.Namespace) -> Measured:
                 if r.leftovers:
                     log("\n".join(r.leftovers))
             m.verdicts["detach leftovers"] = f"FAIL ({leftovers} left)" if leftovers else "PASS"
+
+        def floor_rounds() -> None:
+            floor.disable_ec2net(g)
+            floor.install(g)
+            try:
+                for i in range(args.hotplugs):
+                    f = floor.hotplug(g, "subnet-b", 3, args.timeout, n_ipv6=1)
+                    r = f.result
+                    print(
+                        f"  {tool.name} floor hot-plug {i + 1}: "
+                        + (f"{r.reach.seconds:.2f} s" if r.reach.seconds is not None else "FAIL")
+                        + f", handler at {f.handler_ms or 0:.0f} ms, ip {f.ip_ms or 0:.0f} ms"
+                        + f" (exit {f.ip_rc}), leftovers {len(r.leftovers)}",
+                        flush=True,
+                    )
+                    if r.reach.seconds is None:
+                        m.floor_failed += 1
+                    else:
+                        m.floor_s.append(r.reach.seconds)
+                    if f.handler_ms is not None and f.ip_ms is not None:
+                        m.floor_handler_ms.append(f.handler_ms)
+                        m.floor_ip_ms.append(f.ip_ms)
+            finally:
+                floor.uninstall(g)
+                floor.enable_ec2net(g)
 
         def ipv6() -> None:
             r, _ = scenarios.hotplug(g, IPV6_ONLY_SUBNET, 0, args.timeout, n_ipv6=2)
@@ -165,12 +201,15 @@ def run_tool(tool: Tool, args: argparse.Namespace) -> Measured:
         steps = [
             ("boot with ENIs present", boot),
             ("detach leftovers", hotplugs),
+            ("floor", floor_rounds),
             ("IPv6 (every IPv6, IPv6-only ENI)", ipv6),
             ("idle IMDS", idle),
             ("secondary IP pickup", secondary),
             ("delegated prefix", prefix),
             ("Docker-style bridge", bridge),
         ]
+        if tool.installer is None:  # the floor is measured in ec2net's guests
+            steps = [s for s in steps if s[0] != "floor"]
         if args.trace and tool.installer is not None:
             steps.insert(2, ("trace", traced))
         if args.steps:
@@ -205,10 +244,26 @@ def _p95(values: Sequence[float]) -> float:
     return ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
 
 
-def _median_p95(values: Sequence[float], unit: str) -> str:
+def _median_p95(values: Sequence[float], unit: str, digits: int = 2) -> str:
     if not values:
         return "-"
-    return f"{statistics.median(values):.1f}{unit} / {_p95(values):.1f}{unit}"
+    return f"{statistics.median(values):.{digits}f}{unit} / {_p95(values):.{digits}f}{unit}"
+
+
+def _ratio(num: Sequence[float], den: Sequence[float]) -> str:
+    """median / median and p95 / p95 of two columns' samples."""
+    if not num or not den:
+        return "-"
+    med = statistics.median(num) / statistics.median(den)
+    return f"{med:.1f}x / {_p95(num) / _p95(den):.1f}x"
+
+
+def aws_of(m: Measured, results: Sequence[Measured]) -> Optional[Measured]:
+    """The AWS 2.7.4 column to hold `m` against: the same Debian release's, else any."""
+    peers = [r for r in results if r.aws274 and r.hotplug_s]
+    same = [r for r in peers if r.suite == m.suite]
+    found = same or peers
+    return found[0] if found else None
 
 
 SCENARIOS = (
@@ -231,9 +286,45 @@ def table(results: Sequence[Measured], hotplugs: int) -> list[list[str]]:
         n = len(m.hotplug_s) + m.hotplug_failed
         return text + (f", {m.hotplug_failed}/{n} FAIL" if m.hotplug_failed else "")
 
+    def fmt_floor(m: Measured) -> str:
+        text = _median_p95(m.floor_s, " s")
+        n = len(m.floor_s) + m.floor_failed
+        return text + (f", {m.floor_failed}/{n} FAIL" if m.floor_failed else "")
+
+    def vs_aws(m: Measured) -> str:
+        aws = aws_of(m, results)
+        if m.aws274 or aws is None:
+            return "-"
+        return _ratio(aws.hotplug_s, m.hotplug_s) + f" ({aws.tool})"
+
     rows.append(
         [f"hot-plug -> all reachable, median / p95 (n={hotplugs})", *map(fmt_hotplug, results)]
     )
+    rows.append(
+        [
+            "floor (udev RUN, one ip -batch), same guest, median / p95",
+            *map(fmt_floor, results),
+        ]
+    )
+    rows.append(
+        [
+            "floor: handler starts / ip -batch takes (ms, median)",
+            *(
+                f"{statistics.median(m.floor_handler_ms):.0f} / "
+                f"{statistics.median(m.floor_ip_ms):.0f}"
+                if m.floor_handler_ms
+                else "-"
+                for m in results
+            ),
+        ]
+    )
+    rows.append(
+        [
+            "hot-plug / floor, median / p95 (goal <= 2x)",
+            *(_ratio(m.hotplug_s, m.floor_s) for m in results),
+        ]
+    )
+    rows.append(["AWS 2.7.4 / hot-plug, median / p95 (goal >= 10x)", *map(vs_aws, results)])
     rows.append(["IMDS requests per attach", *(_span(m.imds_per_attach, "", 0) for m in results)])
     rows.append(
         [
@@ -298,18 +389,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             variant,
             lambda g: install.install_ec2net(g.agent, pkg, refresh_interval=REFRESH_INTERVAL),
             ("ec2net*",),
+            variant.split("-")[0],
         )
+    # networkd leaves links marked ID_NET_MANAGED_BY=ec2net alone (the udev rule)
+    available[NETLINK_TOOL] = Tool(
+        "ec2net trixie-netlink",
+        "trixie-networkd",
+        lambda g: install.install_ec2net(
+            g.agent, pkg, refresh_interval=REFRESH_INTERVAL, backend="netlink"
+        ),
+        ("ec2net*",),
+        "trixie",
+    )
     aws_units = ("policy-routes@*", "refresh-policy-routes@*", "systemd-networkd")
     for suite, debian_version in (("bookworm", "2.3.0"), ("trixie", "2.4.1")):
         available[f"aws-{suite}"] = Tool(
-            f"AWS {debian_version} {suite}", f"{suite}-aws", None, aws_units
+            f"AWS {debian_version} {suite}", f"{suite}-aws", None, aws_units, suite
         )
         available[f"aws274-{suite}"] = Tool(
-            f"AWS {PEER_VERSION} {suite}", f"{suite}-aws274", None, aws_units
+            f"AWS {PEER_VERSION} {suite}", f"{suite}-aws274", None, aws_units, suite
         )
     # beside cloud-init's own policy routing (cloud_guest.py), as on Ubuntu's AMIs
     available["aws274-trixie-netplan"] = Tool(
-        f"AWS {PEER_VERSION} trixie-netplan", AWS274_VARIANT, None, aws_units
+        f"AWS {PEER_VERSION} trixie-netplan", AWS274_VARIANT, None, aws_units, "trixie-netplan"
     )
     t0 = time.monotonic()
     results = [run_tool(available[name.strip()], args) for name in args.tools.split(",")]

@@ -194,6 +194,7 @@ def install_ec2net(
     package: Package,
     refresh_interval: float = 5.0,
     mtu_overrides: Optional[Mapping[str, int]] = None,
+    backend: str = "auto",
 ) -> None:
     """Install `package` in the guest and enable ec2net's boot and watch units.
 
@@ -207,7 +208,8 @@ def install_ec2net(
     else:
         agent.run(["python3", "-c", _UNPACK, guest_pkg], timeout=300, check=True)
     agent.write_file(
-        "/etc/ec2net/ec2net.toml", config_toml(refresh_interval, mtu_overrides=mtu_overrides)
+        "/etc/ec2net/ec2net.toml",
+        config_toml(refresh_interval, backend=backend, mtu_overrides=mtu_overrides),
     )
     # Rendered after the config: the udev rule's driver match comes from it (virtio_net).
     # The package ships units and rule; an operator then overrides only the rule in /etc.

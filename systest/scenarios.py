@@ -92,10 +92,15 @@ def hotplug(
     n_ipv6: int = 1,
     unplug: bool = True,
     tail: float = ATTACH_TAIL,
+    before_plug: Optional[Callable[[Eni], None]] = None,
 ) -> tuple[Hotplug, Plugged]:
     """Attach a fresh ENI and hot-plug its NIC; time until all its addresses (IPv4 and
-    IPv6) answer; optionally unplug it and wait until the guest holds nothing for it."""
+    IPv6) answer; optionally unplug it and wait until the guest holds nothing for it.
+    `before_plug` runs once the ENI exists and before anything is timed (the floor's
+    handler gets its objects there, systest/floor.py)."""
     eni = g.fabric.new_eni(subnet, n_ipv4=n_ipv4, n_ipv6=n_ipv6)
+    if before_plug is not None:
+        before_plug(eni)
     before = g.all_addresses()
     n0 = g.imds_requests()
     t0 = time.monotonic()

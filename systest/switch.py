@@ -94,6 +94,10 @@ class ProbeReport:
     def connect_failed(self) -> int:
         return sum(p.connect_failures for p in self.pairs)
 
+    def connect_failed_of(self, addrs: set[str]) -> int:
+        """Probes without a handshake, of these addresses only."""
+        return sum(p.connect_failures for p in self.pairs if p.addr in addrs)
+
     @property
     def probes(self) -> int:
         return sum(p.probes for p in self.pairs)
@@ -446,6 +450,11 @@ class Switched:
     expiring: list[str]  # adopted addresses that would expire
     missing: list[str]  # (source, address) pairs not answering afterwards
     journal: str = ""  # the guest's journal from the upgrade on (times: seconds of probe)
+    # What the switch is judged on: the hot-plugged ENIs' addresses, and the primary's
+    # where the old tool never configured it (1.x). 2.x configures the primary from its
+    # package's file, gone with the package: networkd moves the primary to the file
+    # migrate writes for it, a DHCP exchange that is the old package's removal's doing.
+    judged: frozenset[str] = frozenset()
 
 
 def switch_to_ec2net(
@@ -516,6 +525,8 @@ def switch_to_ec2net(
         expiring,
         g.unreachable(g.all_addresses()),
         _relative(journal, guest_t0),
+        frozenset(a for p in old.plugged for a in addresses(p.eni))
+        | (frozenset(g.all_addresses()) if kind == "1x" else frozenset()),
     )
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 from ec2net import __version__, backends, sysfiles
 from ec2net import config as config_mod
 from ec2net.errors import EXIT_OK, EXIT_PERMANENT, EXIT_TRANSIENT, Ec2NetError, exit_code
-from ec2net.model import Op
+from ec2net.results import lines as result_lines
 
 if TYPE_CHECKING:
     from ec2net.engine import Engine
@@ -199,11 +199,15 @@ def build_parser(prog: str = "ec2net") -> argparse.ArgumentParser:
     return p
 
 
+_journal: Optional[logging.Handler] = None  # the journal, when stderr is it
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
     from ec2net import journal  # noqa: PLC0415
 
-    to_journal = journal.handler()  # under systemd: the ENI as journal fields too
+    global _journal  # noqa: PLW0603 (set once, before any verb runs)
+    to_journal = _journal = journal.handler()  # under systemd: the ENI as journal fields too
     if to_journal is not None:
         logging.basicConfig(level=level, handlers=[to_journal])
     else:
@@ -240,7 +244,8 @@ def _text(value: Any) -> str:
 
 
 def _print_results(results: Sequence[Any], as_json: bool = False, dry_run: bool = False) -> None:
-    """The verb's result, once, on stdout (the engine logs results at DEBUG only)."""
+    """The verb's result, once, on stdout (the engine logs results at DEBUG only); under
+    systemd through the journal handler instead, with the ENI's fields."""
     if as_json:
         out = [
             {
@@ -254,25 +259,11 @@ def _print_results(results: Sequence[Any], as_json: bool = False, dry_run: bool 
         print(json.dumps(out, indent=2))
         return
     for r in results:
-        print("\n".join(_result_lines(r, dry_run)))
-
-
-def _result_lines(r: Any, dry_run: bool) -> list[str]:
-    action = _text(r.action)
-    detail = f" ({r.detail})" if r.detail else ""
-    if not dry_run:
-        return [f"{r.ifname}: {action}{detail}", *(f"  {c}" for c in r.changes.changes)]
-    if action in ("skipped", "failed"):
-        return [f"{r.ifname}: {action}{detail}"]
-    if not r.changes.changes:
-        return [f"{r.ifname}: nothing to change{detail}"]
-    return [f"{r.ifname}: would {_verb(c)} {c.obj}" for c in r.changes.changes]
-
-
-def _verb(c: Any) -> str:
-    if c.theirs:
-        return "replace" if c.op is Op.ADD else "delete another tool's"
-    return "add" if c.op is Op.ADD else "delete"
+        text = "\n".join(result_lines(r, dry_run))
+        if _journal is not None:  # as stdout would: whatever the log level
+            _journal.handle(log.makeRecord(log.name, logging.INFO, "", 0, text, (), None))
+        else:
+            print(text)
 
 
 def _seconds(text: str) -> float:

@@ -252,7 +252,12 @@ class Converger:
                 if not t.removing and t.link is not None and not t.link.up:
                     self.backend.set_up(t.ifname)
             started = time.perf_counter()
-            report = self.backend.apply(changes, targets)
+            # Under a manager a take-over's releases wait until the manager applied ours:
+            # the manager drops the other tool's objects it made itself on the way, and
+            # a delete of one already gone would match ours (they carry its protocol too).
+            later = adds_own and any(c.release for c in changes.changes)
+            first = ChangeSet(tuple(c for c in changes.changes if not (later and c.release)))
+            report = self.backend.apply(first, targets)
             log.debug(
                 "%s: applied %d of %d changes in %.1f ms",
                 self.backend.name,
@@ -266,6 +271,14 @@ class Converger:
             if quiet:  # nothing was to change, and nothing changed: nothing to verify
                 after, left = snap, {t.mac: ChangeSet() for t in targets}
             else:
+                after, left = self._settle(targets, releases_left=later)
+            releases = ChangeSet(
+                tuple(c for t in targets for c in left[t.mac].changes if later and c.release)
+            )
+            if releases:  # those still there, after the manager's own changes
+                done = self.backend.apply(releases, targets)
+                report.applied += done.applied
+                report.failed += done.failed
                 after, left = self._settle(targets)
             self._finalise(targets, recorded, after, left)
         applied = ChangeSet(tuple(report.applied))
@@ -408,17 +421,23 @@ class Converger:
             )
 
     # --- verify ----------------------------------------------------------------------
-    def _settle(self, targets: Sequence[Target]) -> tuple[Snapshot, dict[str, ChangeSet]]:
+    def _settle(
+        self, targets: Sequence[Target], *, releases_left: bool = False
+    ) -> tuple[Snapshot, dict[str, ChangeSet]]:
         """The state after apply. A network manager applies files on its own time: wait
         for it (bounded) until nothing is left, or a device it needed went away (what
-        it lacks never comes, and waiting would hold the lock its removal needs)."""
+        it lacks never comes, and waiting would hold the lock its removal needs).
+        `releases_left`: a take-over's releases are still to come, so those may remain."""
         deadline = time.monotonic() + self.backend.settle_timeout
         wanted = {t.link.index for t in targets if not t.removing and t.link is not None}
         adds_own = self.backend.adds_own_objects
         while True:
             snap = self.backend.snapshot()
             left = verifier.verify(targets, snap, adds_own_objects=adds_own)
-            if not any(left.values()) or time.monotonic() >= deadline:
+            pending = [c for cs in left.values() for c in cs.changes]
+            if releases_left:
+                pending = [c for c in pending if not c.release]
+            if not pending or time.monotonic() >= deadline:
                 return snap, left
             if not wanted <= {ln.index for ln in snap.links}:
                 return snap, left

@@ -52,17 +52,12 @@ class Delta:
     delete: list[NetObject] = field(default_factory=list)
     replace: list[NetObject] = field(default_factory=list)
     release: list[Theirs] = field(default_factory=list)
-    # Our rules a delete of theirs may hit instead (under a manager ours carry its
-    # protocol too, and the kernel matches a delete on what the request names): deleted
-    # and added again right after the release, so that ours stand whichever went.
-    reassert: list[RuleSpec] = field(default_factory=list)
 
     def extend(self, other: Delta) -> None:
         self.add += other.add
         self.delete += other.delete
         self.replace += other.replace
         self.release += other.release
-        self.reassert += other.reassert
 
 
 def diff_interface(desired: Optional[InterfacePlan], current: Current) -> Delta:
@@ -99,12 +94,7 @@ def changeset(delta: Delta) -> ChangeSet:
         tuple(Change(Op.DEL, o) for o in _dedupe(_deletion_order(delta.delete)))
         + tuple(Change(Op.ADD, o, theirs) for o, theirs in _dedupe_pairs(adds))
         + tuple(Change(Op.DEL, x.obj, True, x.proto) for x in _theirs_order(delta.release))
-        + tuple(c for r in sorted(set(delta.reassert), key=str) for c in _reasserted(r))
     )
-
-
-def _reasserted(rule: RuleSpec) -> tuple[Change, Change]:
-    return Change(Op.DEL, rule, True), Change(Op.ADD, rule, True)
 
 
 def _theirs_order(theirs: list[Theirs]) -> list[Theirs]:

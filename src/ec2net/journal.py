@@ -122,9 +122,9 @@ class JournalHandler(logging.Handler):
                 "MESSAGE": message,
                 "PRIORITY": str(_PRIORITY.get(record.levelno, 6)),
                 "SYSLOG_IDENTIFIER": IDENTIFIER,
-                "CODE_FILE": record.pathname,
+                "CODE_FILE": record.pathname or "",
                 "CODE_LINE": str(record.lineno),
-                "CODE_FUNC": record.funcName,
+                "CODE_FUNC": record.funcName or "",
                 **fields_of(message),
             }
             self.sock.sendto(encode(fields), self.path)

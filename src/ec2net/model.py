@@ -245,11 +245,15 @@ class Change:
     obj: NetObject
     # The change meets another tool's object (a take-over): an ADD replaces the object
     # with the same key in place (a route; an address made permanent), a DEL removes it
-    # whatever its protocol. A rule of ours with `theirs` is deleted and added again
-    # right after one of theirs that a delete cannot tell from it (verify.py).
+    # whatever its protocol.
     theirs: bool = False
     # A DEL of theirs: their protocol, so that the kernel matches theirs only (0: any).
     proto: int = 0
+
+    @property
+    def release(self) -> bool:
+        """A take-over's delete of another tool's object."""
+        return self.theirs and self.op is Op.DEL
 
     def __str__(self) -> str:
         if self.theirs:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from ec2net import foreign
 from ec2net.diff import Current, Delta, changeset, diff_interface
-from ec2net.model import ChangeSet, Op, RouteSpec, RuleSpec
+from ec2net.model import ChangeSet, Op, RouteSpec
 from ec2net.snapshot import Snapshot
 from ec2net.state import Phase
 from ec2net.targets import Target
@@ -77,10 +77,7 @@ def target_delta(
     takes_place = [o for o in d.add if isinstance(o, RouteSpec) and o.key in keys]
     d.replace += takes_place
     d.add = [o for o in d.add if o not in takes_place]
-    released = [x for x in still if x.obj not in replaced]
-    d.release += sorted(released, key=str)
-    if adds_own_objects:
-        d.reassert += [r for r in t.plan.rules for x in released if _same_match(r, x.obj)]
+    d.release += sorted((x for x in still if x.obj not in replaced), key=str)
     if not adds_own_objects:  # a manager sets its own addresses' lifetimes
         link = snap.by_mac().get(t.mac)
         wanted = {a.address.ip for a in t.plan.addresses}
@@ -89,17 +86,6 @@ def target_delta(
             key=str,
         )
     return d
-
-
-def _same_match(ours: RuleSpec, theirs: object) -> bool:
-    """Whether a delete of `theirs` (which names its priority, table and source) may
-    remove `ours` instead."""
-    return isinstance(theirs, RuleSpec) and (ours.family, ours.priority, ours.table, ours.src) == (
-        theirs.family,
-        theirs.priority,
-        theirs.table,
-        theirs.src,
-    )
 
 
 def delta(targets: Sequence[Target], snap: Snapshot, *, adds_own_objects: bool) -> Delta:

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ec2net import cancel, check_kernel, metrics
+from ec2net import cancel, check_kernel, metrics, results
 from ec2net import config as config_mod
 from ec2net.backends import open_backend
 from ec2net.backends.netlink_events import (
@@ -41,6 +41,7 @@ from ec2net.backends.netlink_events import (
 from ec2net.check import Kind as CheckKind
 from ec2net.check import Problem
 from ec2net.config import Settings
+from ec2net.converge import Result
 from ec2net.engine import Engine
 from ec2net.errors import (
     ApplyFailed,
@@ -138,8 +139,9 @@ class Daemon:
         failed = True
         try:
             with self._engine() as engine:
-                work(engine)
+                done = work(engine)
             failed = False
+            _log_results(done)
         except cancel.Cancelled:
             log.info("%s: stopped before it finished; the next start converges", key)
             return  # stopping: not a failure, and no file to update
@@ -288,9 +290,9 @@ class Daemon:
         self.submit(f"mac {mac}", lambda e: e.reconverge(name), JobKind.UP)
 
     def _submit_up(self, index: int, mac: str) -> None:
-        def up(engine: Engine) -> None:
+        def up(engine: Engine) -> Optional[Result]:
             try:
-                _up_by_index(engine, index)
+                done = _up_by_index(engine, index)
             except (
                 ImdsError, MetadataError, ApplyFailed, LockTimeout, TableConflict, RuntimeDirError,
             ):  # fmt: skip
@@ -298,6 +300,7 @@ class Daemon:
                 raise
             with self._retry_lock:
                 self.retries.pop(index, None)
+            return done
 
         self.submit(f"mac {mac}", up, JobKind.UP)
 
@@ -445,16 +448,24 @@ class Daemon:
         self.reload_requested = True
 
 
-def _up_by_index(engine: Engine, index: int) -> None:
+def _log_results(done: object) -> None:
+    """A job's results that changed something, in the journal (a command prints them)."""
+    found = done if isinstance(done, list) else [done]
+    for r in results.worth_logging(x for x in found if isinstance(x, Result)):
+        log.info("%s", "\n".join(results.lines(r)))
+
+
+def _up_by_index(engine: Engine, index: int) -> Optional[Result]:
     """Configure the link with this index under the name it has NOW: a new NIC is
     often renamed (eth0 -> ens6) right after the event that announced it."""
     link = next((ln for ln in engine.backend.links() if ln.index == index), None)
     if link is None:
-        return
+        return None
     try:
-        engine.up(link.name, fresh_within=FRESH_WITHIN)
+        return engine.up(link.name, fresh_within=FRESH_WITHIN)
     except InterfaceGone as err:  # detached (or renamed: its event comes next)
         log.info("%s", err)
+        return None
 
 
 def _drain(sock: socket.socket) -> None:

@@ -254,7 +254,11 @@ def test_deb_control(dist: Path, deb_tree: Path) -> None:
     assert re.search(r"^Conflicts: amazon-ec2-net-utils$", control, re.M), control
     assert re.search(r"^Replaces: amazon-ec2-net-utils$", control, re.M), control
     assert f"Version: {VERSION}\n" in control
-    assert (deb_tree / "control/conffiles").read_text().split() == ["/etc/ec2net/ec2net.toml"]
+    # An admin's edit of either survives upgrades (docs/migration.md: remove vs purge).
+    assert sorted((deb_tree / "control/conffiles").read_text().split()) == [
+        "/etc/cloud/cloud.cfg.d/90-ec2net.cfg",
+        "/etc/ec2net/ec2net.toml",
+    ]
 
 
 def test_deb_maintainer_scripts_restart_only_the_daemon(deb_tree: Path) -> None:

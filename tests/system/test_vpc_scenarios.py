@@ -132,9 +132,19 @@ def test_hotplug_and_unplug(guest: VpcGuest, booted_with_enis: scenarios.BootWit
         asked = _unit_asked(guest, unit)
         if asked != ("no", "0"):
             problems.append(f"{unit}: condition, main pid {asked} (udev rule, daemon ready)")
+        # the daemon logs its job's result once the job ends: after the ENI answers
         found = _journal_lines(guest, plugged.eni.eni_id)
+        deadline = time.monotonic() + 30
+        while not any(ln.get("EC2NET_IFNAME") == plugged.ifname for ln in found):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1)
+            found = _journal_lines(guest, plugged.eni.eni_id)
         if not any(ln.get("EC2NET_IFNAME") == plugged.ifname for ln in found):
-            problems.append(f"journalctl EC2NET_ENI_ID={plugged.eni.eni_id}: {found[:3]}")
+            problems.append(
+                f"journalctl EC2NET_ENI_ID={plugged.eni.eni_id}: {found[:3]}; ec2net's latest: "
+                + str(_journal_lines(guest, "", lines=8))
+            )
         mtu = guest.link_mtus().get(plugged.eni.mac)
         if mtu != VPC_MTU:
             problems.append(f"{plugged.ifname}: MTU {mtu}, not the primary's {VPC_MTU}")
@@ -160,11 +170,15 @@ def test_hotplug_and_unplug(guest: VpcGuest, booted_with_enis: scenarios.BootWit
     assert guest.unreachable(guest.all_addresses()) == []
 
 
-def _journal_lines(guest: VpcGuest, eni_id: str) -> list[dict[str, str]]:
-    """ec2net's journal lines about one ENI, found by its journal field."""
-    argv = ["journalctl", "-b", "-o", "json", f"EC2NET_ENI_ID={eni_id}"]
+def _journal_lines(guest: VpcGuest, eni_id: str, lines: int = 0) -> list[dict[str, str]]:
+    """ec2net's journal lines about one ENI, found by its journal field (all of
+    ec2net's, the latest `lines`, for an empty `eni_id`)."""
+    match = f"EC2NET_ENI_ID={eni_id}" if eni_id else "_SYSTEMD_UNIT=ec2net-watch.service"
+    argv = ["journalctl", "-b", "-o", "json", match, *([f"-n{lines}"] if lines else [])]
     out = guest.agent.run(argv, timeout=30).stdout
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    keep = ("MESSAGE", "_TRANSPORT", "_SYSTEMD_UNIT", "EC2NET_IFNAME", "EC2NET_ENI_ID")
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [{k: str(r.get(k, ""))[:120] for k in keep} for r in rows]
 
 
 def _unit_asked(guest: VpcGuest, unit: str, timeout: float = 30.0) -> tuple[str, str]:

@@ -119,3 +119,38 @@ def test_what_it_remembers_is_bounded() -> None:
     assert len(journal._by_name) <= journal.MAX_REMEMBERED
     last = journal.MAX_REMEMBERED + 499
     assert journal._by_mac[f"02:00:00:00:{last >> 8:02x}:{last & 255:02x}"][1] == f"eni-{last:08x}"
+
+
+def test_a_commands_result_goes_to_the_journal_with_the_enis_fields(
+    journald: socket.socket, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under a unit, `ec2net up`'s result (what it prints on a terminal) is a journal
+    entry that `journalctl EC2NET_ENI_ID=` finds, whatever the log level (-q)."""
+    from ec2net import cli
+    from ec2net.converge import Action, Result
+
+    journal.remember("ens7", "02:00:0a:00:01:1e", "eni-0bbb")
+    handler = journal.JournalHandler(journald.getsockname())
+    monkeypatch.setattr(cli, "_journal", handler)
+    monkeypatch.setattr(cli.log, "level", logging.WARNING)
+    try:
+        cli._print_results([Result("ens7", Action.CONFIGURED, detail="2 changes")])
+        got = parse(journald.recv(65536))
+    finally:
+        handler.close()
+    assert got["MESSAGE"] == "ens7: configured (2 changes)"
+    assert got["EC2NET_ENI_ID"] == "eni-0bbb" and got["PRIORITY"] == "6"
+    assert capsys.readouterr().out == ""  # not twice
+
+
+def test_the_daemon_logs_what_a_job_changed(caplog: pytest.LogCaptureFixture) -> None:
+    """A hot-plug configured by the daemon leaves a line in the journal starting with the
+    interface name (so it carries the ENI's fields); an unchanged refresh leaves none."""
+    from ec2net import watch
+    from ec2net.converge import Action, Result
+
+    caplog.set_level(logging.INFO, logger="ec2net")
+    watch._log_results(Result("ens8", Action.CONFIGURED))
+    watch._log_results([Result("ens6", Action.UNCHANGED), Result("ens9", Action.REMOVED)])
+    watch._log_results(None)
+    assert [r.getMessage() for r in caplog.records] == ["ens8: configured", "ens9: removed"]

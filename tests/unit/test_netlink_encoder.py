@@ -89,3 +89,13 @@ def test_sequence_number_and_length_are_the_requests() -> None:
     assert [m["header"]["sequence_number"] for m in msgs] == list(range(5000, 5040))
     assert [m["header"]["type"] for m in msgs] == [r.type for r in reqs]
     assert sum(m["header"]["length"] for m in msgs) == len(wire)
+
+
+def test_flags_given_apart_encode_as_the_request_with_them() -> None:
+    reqs = requests()
+    enc = Encoder()
+    enc.prepare(reqs)
+    for i, r in enumerate(reqs):
+        plain = r.flags & ~nb.NLM_F_ACK
+        assert enc.encode(r, i, plain) == encode_whole(r.with_flags(plain), i)
+        assert enc.encode(r, i) == encode_whole(r, i)  # the request's own flags still

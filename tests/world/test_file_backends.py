@@ -265,13 +265,15 @@ class SwitchingManager(ForeignProtocolManager):
         return super().activate(activations, ChangeSet(tuple(plain)), kernel)
 
 
-def test_a_take_over_under_a_manager_keeps_ours_whichever_rule_a_delete_hits(
+def test_a_take_over_under_a_manager_releases_theirs_once_ours_are_applied(
     instance: Instance, tmp_path: Path
 ) -> None:
     """The other tool's rule `pref 10001 from A/32 lookup 10001` and ours for the same
     source (with suppress_prefixlength 0) carry the same protocol under a manager, and a
-    delete of theirs names no suppress_prefixlength: once the manager has removed theirs,
-    the kernel removes ours instead. The take-over adds ours again right after."""
+    delete of theirs names no suppress_prefixlength: once the manager has removed theirs
+    itself (networkd does, moving the link to ec2net's file), the kernel would remove
+    ours instead. So the releases wait for the manager, and only what is still there is
+    released."""
     f = instance.fabric
     eni = f.attach(SECOND, "eth1")
     replay_2x(instance, eni)

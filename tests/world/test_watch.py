@@ -133,6 +133,12 @@ def test_daemon_configures_refreshes_and_cleans(instance: Instance, daemon: Daem
     assert daemon.proc.wait(timeout=10) == 0, daemon.output()
     # stopping the daemon leaves the ENI configured (it does not break networking)
     assert all(instance.reachable(a) for a in addrs)
+    # each job that changed something says so, starting with the ENI's name (the
+    # journal's fields key on it); the refreshes that changed nothing stay silent
+    said = [ln for ln in daemon.output().splitlines() if ": configured" in ln]
+    assert any("eth1: configured" in ln for ln in said), daemon.output()
+    assert any("eth5: configured" in ln for ln in said), daemon.output()
+    assert "unchanged" not in daemon.output()
 
 
 def test_ipv6_routes_follow_the_links_ra_router_without_waiting_for_a_refresh(

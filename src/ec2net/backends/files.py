@@ -34,7 +34,6 @@ from ec2net.model import (
     MtuSpec,
     Op,
     RouteSpec,
-    RuleSpec,
     owns,
 )
 from ec2net.render import Files, Renderer, RenderInput, is_ours
@@ -195,16 +194,16 @@ def _leftovers(changes: ChangeSet, intents: Sequence[Intent]) -> Iterator[Change
     kept, see docs/backends.md); a removed secondary address or its rules may likewise
     stay. Routes of a kept ENI are left to the manager: NetworkManager adds its own to
     the ENI's table and would add them back. On removal, the MTU the link had before. On
-    a take-over, another tool's routes and rules, once the manager applied ours: no file
-    of ours names them."""
+    a take-over, another tool's routes and rules (the converge hands them over only once
+    the manager applied ours): no file of ours names them."""
     removing = {i.ifname for i in intents if i.plan is None}
     for change in changes.changes:
         obj = change.obj
         if isinstance(obj, MtuSpec) and obj.ifname in removing:
             yield change  # the MTU set back on removal: no file of ours says it any more
             continue
-        if change.theirs and (change.op is Op.DEL or isinstance(obj, RuleSpec)):
-            yield change  # a release, or one of our rules asserted again after it
+        if change.release:
+            yield change
             continue
         if change.op is not Op.DEL:
             continue

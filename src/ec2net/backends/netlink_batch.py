@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import socket
 from collections.abc import Sequence
@@ -354,9 +355,8 @@ class Channel:
                 data = wire[idx]
                 if data is None:
                     req = requests[idx]
-                    if errors_only:
-                        req = req.with_flags(req.flags & ~NLM_F_ACK)
-                    data = wire[idx] = self._encode(req, base + idx)
+                    flags = req.flags & ~NLM_F_ACK if errors_only else None
+                    data = wire[idx] = self._encoder.encode(req, base + idx, flags)
                 if chunk and size + len(data) > self.max_send:
                     break
                 chunk.append(idx)
@@ -509,7 +509,7 @@ def address_request(op: Op, spec: AddressSpec, index: int, *, replace: bool = Fa
     """`replace`: the address is there already (another tool's, with a lease's lifetime):
     it stays, without a lifetime (no IFA_CACHEINFO means forever)."""
     addr = spec.address
-    text = str(addr.ip)
+    text = _text(addr.ip)
     flags = 0
     if op is Op.ADD:
         if spec.noprefixroute:
@@ -534,6 +534,14 @@ def address_request(op: Op, spec: AddressSpec, index: int, *, replace: bool = Fa
     if flags:
         attrs += (("IFA_FLAGS", flags),)
     return Request(ifaddrmsg, kind, how, fields, attrs)
+
+
+@functools.lru_cache(maxsize=4096)
+def _text(addr: IPAddress) -> str:
+    """An address as pyroute2 takes it. A source block's address recurs in its three
+    rules, a gateway in every table's routes: made into text once (ipaddress's str()
+    is a good part of building a bulk apply's requests)."""
+    return str(addr)
 
 
 def _table_byte(table: int) -> int:
@@ -569,13 +577,13 @@ def route_request(
     )
     attrs: tuple[Attr, ...] = (("RTA_TABLE", spec.table),)
     if dst.prefixlen:
-        attrs += (("RTA_DST", str(dst.network_address)),)
+        attrs += (("RTA_DST", _text(dst.network_address)),)
     if oif is not None:
         attrs += (("RTA_OIF", oif),)
     if spec.gateway is not None:
-        attrs += (("RTA_GATEWAY", str(spec.gateway)),)
+        attrs += (("RTA_GATEWAY", _text(spec.gateway)),)
     if spec.src is not None:
-        attrs += (("RTA_PREFSRC", str(spec.src)),)
+        attrs += (("RTA_PREFSRC", _text(spec.src)),)
     if spec.metric is not None:
         attrs += (("RTA_PRIORITY", spec.metric),)
     return Request(rtmsg, kind, how, fields, attrs)
@@ -600,7 +608,7 @@ def rule_request(op: Op, spec: RuleSpec, proto: int = RTPROT_EC2NET) -> Request:
     if op is Op.ADD or proto:
         attrs += (("FRA_PROTOCOL", RTPROT_EC2NET if op is Op.ADD else proto),)
     if spec.src is not None:
-        attrs += (("FRA_SRC", str(spec.src.network_address)),)
+        attrs += (("FRA_SRC", _text(spec.src.network_address)),)
     if spec.suppress_prefixlength is not None:
         attrs += (("FRA_SUPPRESS_PREFIXLEN", spec.suppress_prefixlength),)
     return Request(fibmsg, kind, how, fields, attrs)

@@ -3,8 +3,10 @@
 A `Request` names a pyroute2 message class, the header's type and flags, the fixed
 fields and the attributes. `Request.message()` is the pyroute2 message itself;
 `Encoder.encode()` gives the same bytes faster in bulk: pyroute2 encodes the header and
-fields once per shape and each attribute once per value (with the request's fields, as
-an address attribute's encoding depends on the family), and the request is those parts
+fields once per shape and each attribute once per value and message family (an
+address attribute's encoding depends on the family, and on nothing else of the
+message's fields: the same rule table under another source length, or the same
+address on another link, is not encoded again), and the request is those parts
 joined, with the header's length and sequence number written at the offsets pyroute2's
 header definition gives. pyroute2 lays out an attribute chain the same way (each
 attribute padded to 4 bytes, one after the other), so the bytes are equal; the unit
@@ -16,7 +18,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Optional
 
 from pyroute2.netlink import nlmsg
 
@@ -75,6 +77,13 @@ class Encoder:
     def __init__(self) -> None:
         self._fixed: dict[tuple[Any, ...], bytes] = {}
         self._attrs: dict[tuple[Any, ...], bytes] = {}
+        self._families: dict[tuple[tuple[str, int], ...], int] = {}
+
+    def _family(self, fields: tuple[tuple[str, int], ...]) -> int:
+        fam = self._families.get(fields)
+        if fam is None:
+            fam = self._families[fields] = next((v for k, v in fields if k == "family"), -1)
+        return fam
 
     def prepare(self, requests: Sequence[Request]) -> None:
         """Encode every attribute not cached yet, in one pyroute2 message per shape of
@@ -82,32 +91,43 @@ class Encoder:
         if len(self._fixed) + len(self._attrs) > _MAX_CACHED:
             self._fixed.clear()
             self._attrs.clear()
-        missing: dict[tuple[Any, ...], tuple[Request, dict[Attr, None]]] = {}
+            self._families.clear()
+        attrs = self._attrs
+        missing: dict[tuple[Any, ...], tuple[Request, dict[tuple[Any, ...], None]]] = {}
         for req in requests:
+            cls, fam = req.cls, self._family(req.fields)
             for attr in req.attrs:
-                if (req.cls, req.fields, attr) not in self._attrs:
-                    group = missing.setdefault((req.cls, req.fields), (req, {}))
-                    group[1][attr] = None
-        for (cls, fields), (req, attrs) in missing.items():
-            msg = replace(req, attrs=tuple(attrs)).message()
+                key = (cls, fam, attr)
+                if key not in attrs:
+                    # one message per class and family, with this request's fields
+                    group = missing.setdefault((cls, fam), (req, {}))
+                    group[1][key] = None
+        for req, keys in missing.values():
+            msg = replace(req, attrs=tuple(key[2] for key in keys)).message()
             msg.encode()
-            for attr, slot in zip(attrs, msg["attrs"]):
+            for key, slot in zip(keys, msg["attrs"]):
                 # pyroute2 leaves each encoded attribute in its slot, with its place
                 nla = slot.cell[1]
                 part = bytes(msg.data[nla.offset : nla.offset + nla.length])
-                self._attrs[(cls, fields, attr)] = part + bytes(-len(part) % _ALIGN)
+                attrs[key] = part + bytes(-len(part) % _ALIGN)
 
-    def encode(self, request: Request, seq: int) -> bytes:
-        shape = (request.cls, request.type, request.flags, request.fields)
+    def encode(self, request: Request, seq: int, flags: Optional[int] = None) -> bytes:
+        """`flags`: the header's flags instead of the request's own."""
+        cls, fields = request.cls, request.fields
+        if flags is None:
+            flags = request.flags
+        shape = (cls, request.type, flags, fields)
         fixed = self._fixed.get(shape)
         if fixed is None:
-            fixed = self._fixed[shape] = encode_whole(replace(request, attrs=()))
+            plain = replace(request, flags=flags, attrs=())
+            fixed = self._fixed[shape] = encode_whole(plain)
         parts = [fixed]
+        fam = self._family(fields)
         for attr in request.attrs:
-            part = self._attrs.get((request.cls, request.fields, attr))
+            part = self._attrs.get((cls, fam, attr))
             if part is None:
                 self.prepare([request])
-                part = self._attrs[(request.cls, request.fields, attr)]
+                part = self._attrs[(cls, fam, attr)]
             parts.append(part)
         buf = bytearray().join(parts)
         _LENGTH.pack_into(buf, _LENGTH_AT, len(buf))

@@ -11,6 +11,10 @@ Choices:
 - DHCP=no, IPv6AcceptRA=no: every address and route comes from IMDS via the plan.
   LinkLocalAddressing=ipv6 only when IPv6 is planned (the IPv6 gateway is link-local).
 - Addresses with AddPrefixRoute=no: the subnet route exists only in the ENI's table.
+  IPv6 addresses with DuplicateAddressDetection=none (as the netlink backend adds them
+  `nodad`): the VPC hands each address to one ENI only, and DAD would keep a new
+  address tentative (unusable) for a second or two, after a hot-plug and when a
+  take-over moves the link from another tool's file to this one.
 - Gateway routes with GatewayOnLink=yes: networkd may add a gateway route before the
   table's own on-link route, and the kernel checks reachability in that table.
 - KeepConfiguration=static: when networkd (re)starts it leaves the static addresses and
@@ -77,8 +81,9 @@ def render(inp: RenderInput) -> Files:
         ),
     ]
     for family in (Family.V4, Family.V6):
+        dad = [("DuplicateAddressDetection", "none")] if family is Family.V6 else []
         sections += [
-            ("Address", [("Address", str(a.address)), ("AddPrefixRoute", "no")])
+            ("Address", [("Address", str(a.address)), ("AddPrefixRoute", "no"), *dad])
             for a in addresses_of(inp, family)
         ]
     for family in (Family.V4, Family.V6):
