@@ -126,6 +126,8 @@ class _Handler(BaseHTTPRequestHandler):
         if latency > 0 and imds.stopping.wait(latency):
             imds.log.record(self.command, path, NO_ANSWER)
             return
+        for trigger in list(imds.injected.triggers):
+            trigger.maybe_fire(path)
         answer = imds.answer(self.command, path, self.headers)
         if answer is None:  # e.g. token PUT beyond the hop limit: silence until stop
             imds.log.record(self.command, path, NO_ANSWER)

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 # Status recorded in the RequestLog for requests that got no HTTP answer at all.
 NO_ANSWER = 0
@@ -107,6 +107,31 @@ class RequestLog:
 
 
 @dataclass
+class Trigger:
+    """Runs `action` once, just before the `nth` request whose path ends with `suffix`
+    is answered: the world changes between two reads of one client run (a secondary
+    address assigned after the ENI's listing was read, say). Put one Trigger in both
+    endpoints' `Injected.triggers`: it still fires once."""
+
+    suffix: str
+    action: Callable[[], None]
+    nth: int = 1
+    seen: int = 0
+    fired_at: Optional[float] = None  # time.monotonic() when the action ran
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def maybe_fire(self, path: str) -> None:
+        if not path.rstrip("/").endswith(self.suffix.rstrip("/")):
+            return
+        with self._lock:
+            self.seen += 1
+            if self.seen != self.nth or self.fired_at is not None:
+                return
+            self.action()
+            self.fired_at = time.monotonic()
+
+
+@dataclass
 class Injected:
     """Faults one endpoint injects on top of `World.faults` (which both endpoints read).
 
@@ -119,6 +144,8 @@ class Injected:
     # Path suffix (e.g. "macs/02:00:0a:00:02:14/local-ipv4s") -> raw body served instead
     # of the world's value: malformed metadata, byte for byte.
     bodies: dict[str, bytes] = field(default_factory=dict)
+    # Changes to the world at chosen requests (see Trigger), run before the answer.
+    triggers: list[Trigger] = field(default_factory=list)
 
     def body_for(self, path: str) -> Optional[bytes]:
         for suffix, body in self.bodies.items():

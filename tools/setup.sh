@@ -42,6 +42,9 @@ APT_PACKAGES=(
     ethtool
     # the metrics tests parse ec2net's output with prometheus_client's parser
     python3-prometheus-client
+    # tests/fault/test_clocks.py: the daemon's wall clock stepped (libfaketime), never
+    # the host's
+    faketime
 )
 missing=()
 wanted=("${DEMO_PACKAGES[@]}")

@@ -433,6 +433,9 @@ def main(
     except Ec2NetError as err:
         log.error("%s", err)
         return exit_code(err)
+    except OSError as err:  # a file ec2net could not read or write, named, no traceback
+        log.error("%s: %s", err.filename or "-", err.strerror or err)
+        return exit_code(err)
     except KeyboardInterrupt:
         return 130
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from ec2net import backend_names
@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "/etc/ec2net/ec2net.toml"
 DEFAULT_RUNTIME_DIR = "/run/ec2net"
+# The commented default file is 3 KB; a file that excludes or sets the MTU of every
+# ENI the table scheme can number (32 cards x 100) by ENI id fits in about 150 KB, and
+# real ones hold a handful of lines. A larger file is not a configuration: it is
+# refused before it is parsed (tomllib holds the whole document in memory).
+MAX_CONFIG_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -382,7 +387,7 @@ def load(environ: Optional[dict[str, str]] = None) -> Settings:
     runtime_dir = env.get("EC2NET_RUNTIME_DIR") or DEFAULT_RUNTIME_DIR
     values: dict[str, Any] = {}
     try:
-        raw = Path(path).read_bytes()
+        raw = read_config(path)
     except FileNotFoundError:
         if explicit:
             raise ConfigError(path, "-", "file not found") from None
@@ -398,6 +403,53 @@ def load(environ: Optional[dict[str, str]] = None) -> Settings:
     if "EC2NET_IMDS_URL" in env:  # tests and benchmarks point at a simulator
         values["imds_endpoints"] = (env["EC2NET_IMDS_URL"],)
     return Settings(config_path=path, runtime_dir=runtime_dir, **values)
+
+
+def read_config(path: str) -> bytes:
+    """The file's bytes, if only root (or the user running ec2net) can change it and it
+    is at most MAX_CONFIG_BYTES; else ConfigError. ec2net runs as root and the file
+    names paths it writes (metrics.textfile, backend.files_root): a file another user
+    can write would let that user choose what root overwrites."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if os.path.samestat(st, os.stat(os.devnull)):
+            return b""  # "no configuration", as the tests and some images say
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(path, "-", "not a regular file")
+        _check_trusted(path, "file", st)
+        parent = os.path.dirname(os.path.realpath(path))
+        dst = os.stat(parent)
+        if not (dst.st_mode & stat.S_ISVTX):  # a sticky directory (/tmp) keeps our file
+            _check_trusted(path, f"directory {parent}", dst)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(path, "-", f"larger than {MAX_CONFIG_BYTES} bytes: not a configuration")
+    return b"".join(chunks)
+
+
+def _check_trusted(path: str, what: str, st: os.stat_result) -> None:
+    me = os.geteuid()
+    if st.st_uid not in (0, me):
+        raise ConfigError(
+            path, "-", f"{what} is owned by uid {st.st_uid}; ec2net takes its configuration "
+            "only from root (chown root)"
+        )  # fmt: skip
+    if st.st_mode & 0o022:
+        raise ConfigError(
+            path, "-", f"{what} is writable by group or others (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}); ec2net takes its configuration only from "
+            "root (chmod go-w)"
+        )  # fmt: skip
 
 
 def render_default() -> str:

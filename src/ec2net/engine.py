@@ -35,7 +35,7 @@ from ec2net.metadata import EniMetadata, fetch_dynamic, wait_for_eni
 from ec2net.model import ChangeSet, Link
 from ec2net.plan import PlanOptions
 from ec2net.render import Files, Renderer, RenderInput
-from ec2net.state import Record, Store, write_if_changed
+from ec2net.state import Record, Store
 from ec2net.targets import Want, resolve
 
 __all__ = ["Action", "Engine", "Result"]
@@ -75,15 +75,14 @@ class Engine:
         cannot change while the instance runs; /run does not survive a stop)."""
         path = self.store.instance_file
         try:
-            return str(json.loads(path.read_text())["mac"])
+            return str(json.loads(self.store.read(path) or "")["mac"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
         raw = self.imds.get("mac")
         mac = raw.strip().lower()
         if not _MAC.fullmatch(mac):
             raise MetadataError("mac", raw, "not a MAC address")
-        self.store.ensure()
-        write_if_changed(path, json.dumps({"mac": mac}) + "\n", durable=False)
+        self.store.write(path, json.dumps({"mac": mac}) + "\n")
         return mac
 
     def want(
@@ -159,7 +158,9 @@ class Engine:
                 and record is not None
                 and record.done
                 and record.ifindex == link.index
-                and time.time() - record.updated < fresh_within
+                # a record from the "future" (the wall clock was stepped back since)
+                # tells nothing about how recent it is
+                and 0 <= time.time() - record.updated < fresh_within
             ):
                 return Result(ifname, Action.UNCHANGED, detail="configured moments ago")
             if skip is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_TRANSIENT = 1  # systemd may retry
 EXIT_PERMANENT = 2  # bad config, interface gone for good: do not retry
@@ -14,8 +16,12 @@ class Ec2NetError(Exception):
 
 
 class ConfigError(Ec2NetError):
+    # A reason quotes the bad value, which can be a line of thousands of characters.
+    SHOWN = 200
+
     def __init__(self, path: str, key: str, reason: str) -> None:
-        super().__init__(f"{path}: {key}: {reason}")
+        shown = reason if len(reason) <= self.SHOWN else reason[: self.SHOWN] + "..."
+        super().__init__(f"{path}: {key}: {shown}")
         self.path = path
         self.key = key
         self.reason = reason
@@ -29,7 +35,9 @@ class MetadataError(Ec2NetError):
 
     def __init__(self, key: str, value: str, reason: str) -> None:
         shown = value if len(value) <= self.SHOWN else value[: self.SHOWN] + "..."
-        super().__init__(f"metadata {key}={shown!r}: {reason}")
+        # a parser's reason can quote the value whole (ipaddress does)
+        said = reason if len(reason) <= 2 * self.SHOWN else reason[: 2 * self.SHOWN] + "..."
+        super().__init__(f"metadata {key}={shown!r}: {said}")
         self.key = key
         self.value = value
         self.reason = reason
@@ -102,6 +110,25 @@ class ForeignConfig(Ec2NetError):
 
 class LockTimeout(Ec2NetError):
     retryable = True
+
+
+class RuntimeDirError(Ec2NetError):
+    """The runtime directory cannot take a write (full, read-only, an I/O error). The
+    write-ahead record of a change comes first, so nothing was changed that no record
+    covers; the next run (the daemon: its next try) converges once it can write."""
+
+    retryable = True
+
+    def __init__(self, root: object, what: str, err: OSError) -> None:
+        code = errno.errorcode.get(err.errno or 0, "")
+        why = f"{err.strerror or err}" + (f" ({code})" if code else "")
+        super().__init__(f"runtime directory {root}: cannot write {what}: {why}")
+        self.errno = err.errno
+
+
+class UnsafePath(Ec2NetError):
+    """A directory or file ec2net would trust that another user could change (another
+    owner, group or world write, a symbolic link): refused until an operator fixes it."""
 
 
 def exit_code(err: BaseException) -> int:

@@ -22,8 +22,8 @@ import errno
 import http.client
 import json
 import logging
-import os
 import random
+import re
 import socket
 import threading
 import time
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
-from ec2net import cancel
+from ec2net import cancel, rundir
 from ec2net.config import Settings
 from ec2net.errors import ImdsAbsent, ImdsError, ImdsFatal, ImdsTransient, MetadataError
 
@@ -142,6 +142,9 @@ class RequestOutcome(str, enum.Enum):
         return cls.REFUSED if status in (400, 403, 405) else cls.ERROR
 
 
+_MAC_IN_PATH = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+
+
 @dataclass
 class RequestStats:
     """Counts requests sent and how each ended; benchmarks, tests and metrics read these."""
@@ -152,7 +155,9 @@ class RequestStats:
 
     def add(self, method: str, path: str) -> None:
         self.total += 1
-        key = f"{method} {path}"
+        # By key, not by ENI: a daemon that sees thousands of ENIs come and go over
+        # months keeps one count per key it reads (MACs read as "MAC").
+        key = f"{method} {_MAC_IN_PATH.sub('MAC', path)}"
         self.by_path[key] = self.by_path.get(key, 0) + 1
 
     def ended(self, outcome: RequestOutcome) -> None:
@@ -301,7 +306,7 @@ class ImdsClient:
         if self._token_cache is None:
             return None
         try:
-            data = json.loads(self._token_cache.read_text())
+            data = json.loads(rundir.read_nofollow(self._token_cache, 4096))
             return _Token(str(data["token"]), float(data["expires"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -419,7 +424,7 @@ class ImdsClient:
         if self._endpoint_cache is None:
             return None
         try:
-            data: Any = json.loads(self._endpoint_cache.read_text())
+            data: Any = json.loads(rundir.read_nofollow(self._endpoint_cache, 4096))
             return str(data["endpoint"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -430,17 +435,12 @@ class ImdsClient:
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
-    """Atomically (a reader sees the old file or the new one), root-only (mode 0600)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    """Atomically (a reader sees the old file or the new one), root-only (mode 0600),
+    never through a symbolic link (rundir.replace_file)."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
+        rundir.replace_file(path, json.dumps(data).encode(), 0o600, durable=False)
     except OSError as err:
         log.debug("imds: %s not written: %s", path.name, err)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 def token_problem(client: ImdsClient) -> Optional[str]:

@@ -43,6 +43,10 @@ _PRIORITY = {
 _lock = threading.Lock()
 _by_name: dict[str, tuple[str, str]] = {}  # ifname -> (mac, eni id)
 _by_mac: dict[str, tuple[str, str]] = {}  # mac -> (ifname, eni id)
+# Each keeps the latest this many: a daemon sees every ENI ever attached go by (the soak,
+# tests/fault/test_soak.py, attaches a new one each time), an instance has far fewer at
+# once.
+MAX_REMEMBERED = 1024
 
 
 def remember(ifname: str, mac: str, eni_id: str) -> None:
@@ -50,8 +54,14 @@ def remember(ifname: str, mac: str, eni_id: str) -> None:
     if not ifname or not mac:
         return
     with _lock:
-        _by_name[ifname] = (mac, eni_id)
-        _by_mac[mac] = (ifname, eni_id)
+        for table, key, value in (
+            (_by_name, ifname, (mac, eni_id)),
+            (_by_mac, mac, (ifname, eni_id)),
+        ):
+            table.pop(key, None)  # the latest last
+            table[key] = value
+            while len(table) > MAX_REMEMBERED:
+                del table[next(iter(table))]
 
 
 def fields_of(message: str) -> dict[str, str]:

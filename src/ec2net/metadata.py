@@ -103,6 +103,7 @@ _V4_CHARS = re.compile(r"[0-9.]+")
 _V6_CHARS = re.compile(r"[0-9A-Fa-f:.]+")
 _NET4_CHARS = re.compile(r"[0-9./]+")
 _NET6_CHARS = re.compile(r"[0-9A-Fa-f:./]+")
+_PAGE = re.compile(r"\s*<")
 
 T = TypeVar("T")
 
@@ -111,16 +112,25 @@ def _text(key: str, text: str) -> str:
     """The value's text if it can be a value at all: not empty, no NUL, not a page."""
     if "\x00" in text:
         raise MetadataError(key, text, "contains a NUL byte")
-    if not text.strip():
+    if not text or text.isspace():  # (no copies: a body can be MAX_BODY long)
         raise MetadataError(key, text, "empty answer (IMDS answers 404 for a key that is not set)")
-    if text.lstrip().startswith("<"):
+    if _PAGE.match(text):
         raise MetadataError(key, text, "an HTML page, not a value")
     return text
 
 
+def _too_many(key: str, text: str, limit: int, what: str) -> None:
+    """Refuse a body of far too many lines before splitting it: 100,000 short lines fit
+    in imds.MAX_BODY, and as a list of strings they would take megabytes."""
+    newlines = text.count("\n")
+    if newlines > 2 * limit + 8:
+        raise MetadataError(key, text, f"{newlines + 1} {what}, more than the {limit} EC2 allows")
+
+
 def _lines(key: str, text: str) -> list[str]:
-    lines = [line.strip() for line in _text(key, text).split("\n") if line.strip()]
     limit = MAX_LINES.get(key, 1)
+    _too_many(key, _text(key, text), limit, "lines")
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
     if len(lines) > limit:
         raise MetadataError(key, text, f"{len(lines)} lines, more than the {limit} EC2 allows")
     return lines
@@ -315,7 +325,8 @@ def _listing(client: ImdsClient, mac: str) -> set[str]:
         text = client.get(key)
     except ImdsAbsent:
         raise ImdsNotYet(f"{mac}: not listed in IMDS yet") from None
-    lines = [line.strip() for line in _text(key, text).split("\n") if line.strip()]
+    _too_many(key, _text(key, text), MAX_LISTING, "entries")
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
     if len(lines) > MAX_LISTING:
         raise MetadataError(key, text, f"{len(lines)} entries, more than {MAX_LISTING}")
     return {line.rstrip("/") for line in lines}

@@ -67,12 +67,16 @@ class DaemonCounters:
     started: float  # wall clock
     jobs: Mapping[JobKind, JobStats] = field(default_factory=dict)
     last_refresh: Optional[float] = None  # wall clock of the last refresh that succeeded
+    resyncs: int = 0  # link events lost (ENOBUFS), every link read again
 
     def record(self, kind: JobKind, seconds: float, failed: bool, now: float) -> DaemonCounters:
         jobs = dict(self.jobs)
         jobs[kind] = jobs.get(kind, JobStats()).add(seconds, failed)
         done = kind is JobKind.REFRESH and not failed
         return replace(self, jobs=jobs, last_refresh=now if done else self.last_refresh)
+
+    def lost_events(self) -> DaemonCounters:
+        return replace(self, resyncs=self.resyncs + 1)
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,13 @@ def daemon_families(counters: DaemonCounters, imds: Mapping[RequestOutcome, int]
             Kind.HISTOGRAM,
             "How long daemon converges took, IMDS reads included.",
             tuple(histogram),
+        ),
+        Family(
+            "link_event_resyncs",
+            Kind.COUNTER,
+            "Times link events were lost (the kernel dropped them while the daemon was "
+            "busy: ENOBUFS) and every link was read again.",
+            (Sample((), counters.resyncs),),
         ),
         Family(
             "last_refresh_success_timestamp_seconds",

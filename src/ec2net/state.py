@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from ec2net import cancel
-from ec2net.errors import LockTimeout
+from ec2net import cancel, rundir
+from ec2net.errors import LockTimeout, RuntimeDirError, UnsafePath
 from ec2net.metadata import EniMetadata
 from ec2net.model import IPAddress
 
@@ -57,39 +57,23 @@ class Phase(str, enum.Enum):
         return self.value
 
 
-def write_if_changed(path: Path, content: str, mode: int = 0o644, *, durable: bool = True) -> bool:
-    """Atomically replace `path` with `content` (temp file + rename) unless it already
-    holds exactly that. Returns whether it wrote. `durable`: fsync the file and the
-    directory too, so that the new content survives a power loss (configuration in
-    /etc). Runtime state needs only the rename: a process killed at any instant leaves
-    the old file or the new one, and what is under /run does not survive a reboot
-    anyway; an fsync there only waits for a disk where /run is not a tmpfs."""
+def write_if_changed(
+    path: Path, content: str, mode: int = 0o644, *, durable: bool = True, follow_dir: bool = True
+) -> bool:
+    """Atomically replace `path` with `content` unless it already holds exactly that
+    (rundir.replace_file: never through a symbolic link). Returns whether it wrote.
+    `durable`: fsync the file and the directory too, so that the new content survives a
+    power loss (configuration in /etc). Runtime state needs only the rename: a process
+    killed at any instant leaves the old file or the new one, and what is under /run
+    does not survive a reboot anyway; an fsync there only waits for a disk where /run
+    is not a tmpfs."""
     try:
-        if path.read_text() == content:
+        if rundir.read_nofollow(path, len(content.encode()) + 1).decode() == content:
             return False
     except (OSError, UnicodeDecodeError):
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(content)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    if durable:
-        with contextlib.suppress(OSError):  # the rename itself must survive a crash
-            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+    rundir.replace_file(path, content.encode(), mode, durable=durable, follow_dir=follow_dir)
     return True
 
 
@@ -204,6 +188,10 @@ def eni_from_json(data: dict[str, Any]) -> EniMetadata:
     )
 
 
+def _symlink(path: Path) -> UnsafePath:
+    return UnsafePath(f"{path}: is a symbolic link; ec2net does not follow one")
+
+
 class Store:
     """Records and locks in one runtime directory (EC2NET_RUNTIME_DIR)."""
 
@@ -213,8 +201,41 @@ class Store:
         self.locks_dir = root / "locks"
 
     def ensure(self) -> None:
+        """The runtime directory and its sub-directories, created 0700 and checked
+        (rundir.check_dir): UnsafePath if another user could change them,
+        RuntimeDirError if they cannot be created."""
         for d in (self.root, self.records_dir, self.locks_dir):
-            d.mkdir(mode=0o755, parents=True, exist_ok=True)
+            try:
+                rundir.check_dir(d, what="runtime directory" if d == self.root else "directory")
+            except OSError as err:
+                raise RuntimeDirError(self.root, self._rel(d), err) from None
+
+    def _rel(self, path: Path) -> str:
+        with contextlib.suppress(ValueError):
+            return str(path.relative_to(self.root)) if path != self.root else "."
+        return str(path)
+
+    def write(self, path: Path, content: str) -> bool:
+        """Write one of our files (write_if_changed, not durable: runtime state);
+        RuntimeDirError names the directory and the error when it cannot (ENOSPC,
+        EROFS)."""
+        self.ensure()
+        try:
+            return write_if_changed(path, content, durable=False)
+        except OSError as err:
+            raise RuntimeDirError(self.root, self._rel(path), err) from None
+
+    def read(self, path: Path) -> Optional[str]:
+        """One of our files, None if it does not exist; UnsafePath for a symbolic link
+        (never followed), OSError or UnicodeDecodeError for the rest."""
+        try:
+            return rundir.read_nofollow(path).decode()
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            if rundir.is_symlink(err):
+                raise _symlink(path) from None
+            raise
 
     @property
     def token_cache(self) -> Path:
@@ -230,11 +251,11 @@ class Store:
     def load(self, mac: str) -> Optional[Record]:
         path = self._path(mac)
         try:
-            text = path.read_text()
-        except FileNotFoundError:
-            return None
+            text = self.read(path)
         except (OSError, UnicodeDecodeError) as err:
             return self._set_aside(path, mac, "", err)
+        if text is None:
+            return None
         try:
             return _parse_record(mac, text)
         except (ValueError, TypeError, KeyError) as err:
@@ -272,14 +293,18 @@ class Store:
     def save(self, rec: Record, *, touch: bool = True) -> None:
         if touch:
             rec.updated = time.time()
-        self.ensure()
         data = asdict(rec)
         data["phase"] = Phase(rec.phase).value
-        write_if_changed(self._path(rec.mac), json.dumps(data, indent=1) + "\n", durable=False)
+        self.write(self._path(rec.mac), json.dumps(data, indent=1) + "\n")
 
     def delete(self, mac: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(mac).unlink()
+        path = self._path(mac)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise RuntimeDirError(self.root, self._rel(path), err) from None
 
     @contextlib.contextmanager
     def lock(self, name: str, timeout: float) -> Iterator[None]:
@@ -287,7 +312,12 @@ class Store:
         flock is released by the kernel if we die, so a crash never wedges others."""
         self.ensure()
         path = self.locks_dir / f"{name.replace(':', '-')}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            if rundir.is_symlink(err):
+                raise _symlink(path) from None
+            raise RuntimeDirError(self.root, self._rel(path), err) from None
         try:
             deadline = time.monotonic() + timeout
             delay = 0.005

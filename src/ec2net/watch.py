@@ -13,6 +13,7 @@ file (metrics.py) for node_exporter's textfile collector.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import random
 import select
@@ -29,7 +30,14 @@ from typing import Any, Callable, Optional
 from ec2net import cancel, check_kernel, metrics, results
 from ec2net import config as config_mod
 from ec2net.backends import open_backend
-from ec2net.backends.netlink_events import LinkChange, LinkEvent, LinkEvents, Resync, RouterEvent
+from ec2net.backends.netlink_events import (
+    LinkChange,
+    LinkEvent,
+    LinkEvents,
+    Resync,
+    RouterEvent,
+    dump_links,
+)
 from ec2net.check import Kind as CheckKind
 from ec2net.check import Problem
 from ec2net.config import Settings
@@ -42,6 +50,7 @@ from ec2net.errors import (
     InterfaceGone,
     LockTimeout,
     MetadataError,
+    RuntimeDirError,
     TableConflict,
 )
 from ec2net.imds import ImdsClient
@@ -62,6 +71,9 @@ FRESH_WITHIN = 10.0
 # for that round. An IPv4-only ENI thus costs one request per interval, and a new key
 # is picked up within LISTING_EVERY intervals (5 minutes at the default 60 s).
 LISTING_EVERY = 5
+# Lost link events (ENOBUFS) re-read every link at most this often: a storm that keeps
+# overflowing the socket costs one link dump a second, not one per read.
+RESYNC_EVERY = 1.0
 
 
 class Daemon:
@@ -78,6 +90,8 @@ class Daemon:
         self.refresh_rounds: dict[str, int] = {}  # mac -> refreshes so far
         self.stopping = False
         self.reload_requested = False
+        self.last_resync = float("-inf")  # monotonic
+        self.resync_due: Optional[float] = None
         self._wake: Optional[socket.socket] = None  # written when a job ends
         self.next_refresh = time.monotonic() + self._interval()
         self.counters = DaemonCounters(started=time.time())
@@ -148,6 +162,10 @@ class Daemon:
         textfile = self.settings.metrics_textfile
         if not textfile:
             return
+        path = Path(textfile)
+        if path.is_symlink():
+            log.warning("metrics: %s is a symbolic link; not written (never through one)", path)
+            return
         try:
             with self._engine() as engine:
                 rows = collect(engine)
@@ -156,12 +174,13 @@ class Daemon:
                 self.imds_problems = [p for p in checked.problems if p.kind is CheckKind.IMDS]
             else:
                 checked.problems += self.imds_problems
-            with self._metrics_lock:  # one writer at a time: the temp file name is shared
+            with self._metrics_lock:  # one writer at a time
                 text = metrics.exposition(
                     rows, self.counters, dict(self.imds.stats.by_outcome), checked
                 )
-                # rewritten after every job: a lost write after a power cut costs nothing
-                write_if_changed(Path(textfile), text, durable=False)
+                # rewritten after every job: a lost write after a power cut costs nothing;
+                # the directory must not be a symbolic link either
+                write_if_changed(path, text, durable=False, follow_dir=False)
         except (Ec2NetError, OSError) as err:
             log.warning("metrics: %s not written: %s", textfile, err)
 
@@ -175,10 +194,54 @@ class Daemon:
                     self.submit(key, work, kind)
 
     # --- events ------------------------------------------------------------------------
-    def resync(self) -> None:
+    def rescan(self) -> None:
+        """Read every link and scan (at start and after a reload)."""
         with self._engine() as engine:
             self.known = {ln.index: (ln.name, ln.mac) for ln in engine.backend.links()}
-        self.submit("scan", lambda e: e.scan(), JobKind.SCAN)
+        self.submit("scan", self._scan, JobKind.SCAN)
+
+    def resync(self) -> None:
+        """Events were lost: read every link again and act on what changed since, as
+        the lost events would have (links gone: their cleanup; new or renamed links:
+        their `up`, through the same filter). No scan: a storm of lost events must not
+        become a storm of scans and IMDS reads. At most once per RESYNC_EVERY seconds,
+        counted from the end of the last one: during a storm a re-read of a thousand
+        links takes a second or more (the kernel's dump waits for the storm's rtnl
+        lock), and one started right after another would keep the loop from its
+        watchdog pings. A later loss waits for its turn (`resync_due`)."""
+        now = time.monotonic()
+        if now < self.last_resync + RESYNC_EVERY:
+            self.resync_due = self.resync_due or self.last_resync + RESYNC_EVERY
+            return
+        self.resync_due = None
+        try:
+            links = dump_links()
+        except OSError as err:
+            log.warning("link events were lost and the links cannot be read: %s", err)
+            self.last_resync = time.monotonic()
+            self.resync_due = self.last_resync + RESYNC_EVERY
+            return
+        self.last_resync = time.monotonic()
+        log.debug("re-read %d links in %.3f s", len(links), self.last_resync - now)
+        fresh = {ev.index for ev in links}
+        for index, (name, mac) in list(self.known.items()):
+            if index not in fresh:
+                self.on_event(LinkEvent(LinkChange.DEL, index, name, mac))
+        for ev in links:
+            self.on_event(ev)
+
+    def _scan(self, engine: Engine) -> None:
+        """A scan whose ENIs are tried again where it failed: they are in `known`
+        already, so no link event will come for them, and the refresh covers only
+        configured ENIs (a daemon started while IMDS was down never configured them)."""
+        try:
+            engine.scan()
+        except Ec2NetError:
+            for link in engine.backend.links():
+                with contextlib.suppress(Ec2NetError):
+                    if engine.link_skip(link) is None and engine.store.load(link.mac) is None:
+                        self._retry_later(link.index, link.mac)
+            raise
 
     def on_event(self, ev: LinkEvent) -> None:
         if ev.kind == "del":
@@ -187,6 +250,7 @@ class Daemon:
             old = self.known.pop(ev.index, None)
             self.routers.pop(ev.index, None)
             mac = old[1] if old else ev.mac
+            self.refresh_rounds.pop(mac, None)
             if mac and self.store.load(mac) is not None:
                 self.submit(f"mac {mac}", lambda e: e.down_mac(mac), JobKind.DOWN)
             return
@@ -194,7 +258,21 @@ class Daemon:
         self.known[ev.index] = (ev.name, ev.mac)
         if seen == (ev.name, ev.mac):
             return  # a flag or carrier change on a link we know: nothing to do
+        if not self._may_be_eni(ev) and self.store.load(ev.mac) is None:
+            return  # a bridge, a container's veth, a bond's port: no job, no netlink dump
         self._submit_up(ev.index, ev.mac)
+
+    def _may_be_eni(self, ev: LinkEvent) -> bool:
+        """What the event itself tells of eligibility (the job checks it all again): a
+        virtual link of a kind that is not in interfaces.drivers (a NIC has no kind),
+        a port of a bridge or bond, or an excluded name or MAC is no ENI. A storm of
+        such events (containers starting) then costs no job each."""
+        s = self.settings
+        if ev.link_kind and ev.link_kind not in s.drivers:
+            return False
+        if ev.master or ev.mac in s.exclude_macs:
+            return False
+        return not any(fnmatch.fnmatchcase(ev.name, pat) for pat in s.exclude_names)
 
     def on_router(self, ev: RouterEvent) -> None:
         """A link's RA router came or went: its ENI's IPv6 table routes follow now, not
@@ -215,7 +293,9 @@ class Daemon:
         def up(engine: Engine) -> Optional[Result]:
             try:
                 done = _up_by_index(engine, index)
-            except (ImdsError, MetadataError, ApplyFailed, LockTimeout, TableConflict):
+            except (
+                ImdsError, MetadataError, ApplyFailed, LockTimeout, TableConflict, RuntimeDirError,
+            ):  # fmt: skip
                 self._retry_later(index, mac)
                 raise
             with self._retry_lock:
@@ -269,7 +349,16 @@ class Daemon:
         self.imds = ImdsClient.from_settings(self.settings, self.store.token_cache)
         self.imds.stats = stats
         log.info("reloaded %s", self.settings.config_path)
-        self.resync()
+        self.rescan()
+
+    def _start_workers(self) -> None:
+        """Every worker thread from the start, not on demand: the daemon's thread count
+        is then the same for as long as it runs (a pool growing to its bound over days
+        looks like a leak to whoever counts threads)."""
+        started = threading.Barrier(WORKERS + 1)
+        for _ in range(WORKERS):
+            self.pool.submit(started.wait)
+        started.wait(timeout=10)
 
     # --- main loop ---------------------------------------------------------------------
     def run(self) -> int:
@@ -286,8 +375,9 @@ class Daemon:
         }
         old = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
         events = LinkEvents()  # opened before the first scan: no event falls between
+        self._start_workers()
         try:
-            self.resync()
+            self.rescan()
             notify("READY=1\nSTATUS=watching link events")
             log.info("watching link events; refresh every %ss", self.settings.refresh_interval)
             self._loop(events, wake_r)
@@ -318,7 +408,11 @@ class Daemon:
             if now >= self.next_refresh:
                 self.refresh()
                 self.next_refresh = now + self._interval()
+            if self.resync_due is not None and now >= self.resync_due:
+                self.resync()
             deadline = min(self.next_refresh, self._due_retries(now))
+            if self.resync_due is not None:
+                deadline = min(deadline, self.resync_due)
             if watchdog is not None:
                 deadline = min(deadline, next_ping)
             timeout = max(0.0, deadline - now)
@@ -330,13 +424,20 @@ class Daemon:
                 self.reload_requested = False
                 self.reload()
             if events.fileno() in ready:
-                for ev in events.read():
-                    if isinstance(ev, Resync):
+                batch = events.read()
+                lost = bool(batch) and isinstance(batch[0], Resync)
+                if lost:
+                    # One re-read for the whole batch; its link events are older than
+                    # that re-read, which sees what they said (and what was lost).
+                    with self._metrics_lock:
+                        self.counters = self.counters.lost_events()
+                    if self.resync_due is None:
                         log.warning("link events were lost; re-reading all links")
-                        self.resync()
-                    elif isinstance(ev, RouterEvent):
+                    self.resync()
+                for ev in batch:
+                    if isinstance(ev, RouterEvent):
                         self.on_router(ev)
-                    else:
+                    elif isinstance(ev, LinkEvent) and not lost:
                         self.on_event(ev)
             self._reap()
 

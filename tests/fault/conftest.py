@@ -6,6 +6,7 @@ suite compares every faulted, killed or raced run with one, object for object.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 import tempfile
@@ -53,6 +54,37 @@ def _eth2_only(fw: FaultWorld) -> None:
     fw.must("up", "eth2")
 
 
+# IMDS that changes under a converge (test_imds_changes.py): the states after the change
+ASSIGNED_ETH2 = ipaddress.IPv4Address("10.0.2.46")
+UNASSIGNED_ETH2 = ipaddress.IPv4Address("10.0.2.45")
+UNASSIGNED_ETH1 = ipaddress.IPv4Address("10.0.2.31")
+
+
+def _both_assigned(fw: FaultWorld) -> None:
+    fw.must("up", "eth1")
+    fw.fabric.attach(THIRD, "eth2")
+    fw.fabric.assign(THIRD, ASSIGNED_ETH2)
+    fw.must("up", "eth2")
+
+
+def _both_unassigned(fw: FaultWorld) -> None:
+    fw.must("up", "eth1")
+    fw.fabric.attach(THIRD, "eth2")
+    fw.fabric.unassign(THIRD, UNASSIGNED_ETH2)
+    fw.must("up", "eth2")
+
+
+def _base_unassigned(fw: FaultWorld) -> None:
+    fw.fabric.unassign(SECOND, UNASSIGNED_ETH1)
+    fw.must("up", "eth1")
+
+
+def _eth2_eth1_detached(fw: FaultWorld) -> None:
+    fw.fabric.attach(THIRD, "eth2")
+    fw.must("up", "eth2")
+    fw.fabric.detach(SECOND)
+
+
 REFERENCE_STEPS: dict[str, Steps] = {
     "base": _base,
     "both": _both,
@@ -60,6 +92,10 @@ REFERENCE_STEPS: dict[str, Steps] = {
     "down": _down,
     "empty": _nothing,
     "eth2-only": _eth2_only,
+    "both, eth2 +1": _both_assigned,
+    "both, eth2 -1": _both_unassigned,
+    "base, eth1 -1": _base_unassigned,
+    "eth2, eth1 detached": _eth2_eth1_detached,
 }
 
 

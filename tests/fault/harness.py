@@ -208,6 +208,10 @@ class FaultWorld:
     probe: PrimaryProbe
     daemons: list[subprocess.Popen[str]] = field(default_factory=list)
     monitor: Optional[subprocess.Popen[bytes]] = None
+    # argv before `ip netns exec` (nsenter into a private mount namespace, say) and
+    # extra environment of every ec2net run
+    wrap: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def ns(self) -> str:
@@ -221,13 +225,15 @@ class FaultWorld:
     def config(self) -> Path:
         return self.tmp / "ec2net.toml"
 
-    def write_config(self, *, timeout: float = 0.25, retries: int = 4, interval: int = 1) -> None:
+    def write_config(
+        self, *, timeout: float = 0.25, retries: int = 4, interval: float = 1, extra: str = ""
+    ) -> None:
         self.config.write_text(
             # ENIs are veths here; so is the Docker bridge's port, which is no ENI.
             "[interfaces]\ndrivers = [\"veth\"]\nexclude_names = [\"veth*\"]\n"
             f"[refresh]\ninterval = {interval}\n"
             f"[imds]\ntimeout = {timeout}\nretries = {retries}\npropagation_timeout = 30\n"
-            "[backend]\nname = \"netlink\"\n"
+            "[backend]\nname = \"netlink\"\n" + extra
         )  # fmt: skip
 
     def env(self) -> dict[str, str]:
@@ -236,10 +242,11 @@ class FaultWorld:
             "PYTHONPATH": SRC,
             "EC2NET_CONFIG": str(self.config),
             "EC2NET_RUNTIME_DIR": str(self.runtime),
+            **self.extra_env,
         }
 
     def argv(self, *args: str) -> list[str]:
-        return [*netns.ns_exec_argv(self.ns, [sys.executable, "-m", "ec2net", *args])]
+        return [*self.wrap, *netns.ns_exec_argv(self.ns, [sys.executable, "-m", "ec2net", *args])]
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(

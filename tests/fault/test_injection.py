@@ -4,11 +4,13 @@ loopback: what the fault matrix relies on, checked without namespaces."""
 from __future__ import annotations
 
 import http.client
+import ipaddress
 from collections.abc import Iterator
 
 import pytest
 
 from ec2sim.imds import TOKEN_HEADER, TTL_HEADER, ImdsServer
+from ec2sim.imds_state import Trigger
 from ec2sim.world import default_world
 
 pytestmark = pytest.mark.fault
@@ -67,3 +69,19 @@ def test_endpoint_down_resets_every_connection(server: ImdsServer) -> None:
         _token(server)
     server.injected.down = False
     assert _token(server)
+
+
+def test_trigger_changes_the_world_before_the_nth_answer(server: ImdsServer) -> None:
+    """What the "IMDS changes under a converge" cases use: the action runs before the
+    chosen request is answered, once, whichever endpoint gets that request."""
+    world = server.world
+    extra = ipaddress.IPv4Address("10.0.1.11")
+    trigger = Trigger("local-ipv4s", lambda: world.assign(MAC, extra), nth=2)
+    server.injected.triggers.append(trigger)
+    token = _token(server)
+    first = _request(server, "GET", IPS, {TOKEN_HEADER: token})
+    second = _request(server, "GET", IPS, {TOKEN_HEADER: token})
+    third = _request(server, "GET", IPS, {TOKEN_HEADER: token})
+    assert first == (200, b"10.0.1.10")
+    assert second == third == (200, b"10.0.1.10\n10.0.1.11")
+    assert trigger.seen == 3 and trigger.fired_at is not None

@@ -111,6 +111,16 @@ def test_the_journal_only_when_stderr_is_what_systemd_connected(
         other.close()
 
 
+def test_what_it_remembers_is_bounded() -> None:
+    """A long-running daemon sees thousands of ENIs come and go: the latest are kept."""
+    for k in range(journal.MAX_REMEMBERED + 500):
+        journal.remember(f"eth{k % 7}", f"02:00:00:00:{k >> 8:02x}:{k & 255:02x}", f"eni-{k:08x}")
+    assert len(journal._by_mac) == journal.MAX_REMEMBERED
+    assert len(journal._by_name) <= journal.MAX_REMEMBERED
+    last = journal.MAX_REMEMBERED + 499
+    assert journal._by_mac[f"02:00:00:00:{last >> 8:02x}:{last & 255:02x}"][1] == f"eni-{last:08x}"
+
+
 def test_a_commands_result_goes_to_the_journal_with_the_enis_fields(
     journald: socket.socket, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

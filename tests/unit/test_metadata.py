@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import tracemalloc
 
 import pytest
 
+from ec2net import metadata
 from ec2net.errors import MetadataError
 from ec2net.metadata import MAX_LINES, not_yet_reason, parse_eni
 
@@ -170,3 +172,22 @@ def test_ipv6_only_eni_has_no_ipv4_keys() -> None:
     # IPv4 addresses without an IPv4 subnet cannot be right
     with pytest.raises(MetadataError, match="without a subnet"):
         parse_eni(MAC, {**raw, "local-ipv4s": "10.0.2.20"}, "x")
+
+
+def test_a_body_of_100000_lines_is_refused_without_splitting_it() -> None:
+    """100,000 short lines fit in imds.MAX_BODY; as a list they would take megabytes."""
+    body = "10.0.2.20\n" + "1\n" * 99_999
+    tracemalloc.start()
+    try:
+        with pytest.raises(MetadataError, match="100001 lines, more than the 100 EC2 allows"):
+            metadata._lines("local-ipv4s", body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < len(body)  # not a copy of it, let alone a list of its lines
+
+
+def test_a_reason_that_quotes_a_long_value_is_cut() -> None:
+    with pytest.raises(MetadataError) as err:
+        metadata._each("local-ipv4s", "9" * 200_000, metadata._addr4)
+    assert len(str(err.value)) < 400

@@ -57,3 +57,26 @@ def test_link_change_is_a_str_enum() -> None:
     assert ev.kind == "del" and ev.kind is ne.LinkChange.DEL
     assert ne.LinkChange("new") is ne.LinkChange.NEW
     assert {k.value for k in ne.LinkChange} == {"new", "del"}
+
+
+def test_link_messages_decoded_as_pyroute2_decodes_them() -> None:
+    """The daemon's link dump (netlink_links.LinkMsg, pyroute2's ifinfmsg narrowed)
+    against pyroute2's whole decoding, on this namespace's real links (no root needed)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        theirs = []
+        for msg in ipr.get_links():
+            info = msg.get_attr("IFLA_LINKINFO")
+            theirs.append(
+                (
+                    int(msg["index"]),
+                    str(msg.get_attr("IFLA_IFNAME") or ""),
+                    str(msg.get_attr("IFLA_ADDRESS") or "").lower(),
+                    str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else "",
+                    int(msg.get_attr("IFLA_MASTER") or 0),
+                )
+            )
+    ours = [(e.index, e.name, e.mac, e.link_kind, e.master) for e in ne.dump_links()]
+    assert ours and sorted(ours) == sorted(theirs)
+    assert all(e.kind is ne.LinkChange.NEW for e in ne.dump_links())

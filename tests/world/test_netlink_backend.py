@@ -120,9 +120,9 @@ def test_snapshot_counts_one_dump_of_each_kind(ns: str, be: NetlinkBackend) -> N
     sent: list[int] = []
     dump = be._chan.dump
 
-    def counting(req: Any) -> Any:
+    def counting(req: Any, marshal: Any = None) -> Any:
         sent.append(req.type)
-        return dump(req)
+        return dump(req, marshal)
 
     be._chan.dump = counting  # type: ignore[method-assign,assignment]
     snap = be.snapshot()

@@ -33,6 +33,7 @@ from typing import Optional
 
 from ec2net import cloudinit
 from ec2net.backends import netlink_batch as nb
+from ec2net.backends import netlink_links as links
 from ec2net.backends.base import ApplyReport
 from ec2net.backends.netlink_events import ra_default_router
 from ec2net.check import Answer, OtherRule, Question
@@ -183,6 +184,7 @@ class NetlinkBackend:
         except OSError as exc:
             raise nb.NetlinkUnavailable(f"rtnetlink socket ({netns or 'current'}): {exc}") from exc
         self._chan = nb.Channel(self._sock)
+        self._link_marshal = links.LinkMarshal()  # the link dump decoded narrowed
 
     def close(self) -> None:
         self._sock.close()
@@ -203,19 +205,17 @@ class NetlinkBackend:
 
     def _link_dump(self) -> list[_LinkRow]:
         out = []
-        for msg in self._chan.dump(nb.link_dump()):
-            info = msg.get_attr("IFLA_LINKINFO")
-            master = msg.get_attr("IFLA_MASTER")
-            mtu = msg.get_attr("IFLA_MTU")
+        for msg in self._chan.dump(nb.link_dump(), self._link_marshal):
+            f = links.link_fields(msg)
             out.append(
                 _LinkRow(
-                    index=int(msg["index"]),
-                    name=str(msg.get_attr("IFLA_IFNAME") or ""),
-                    mac=str(msg.get_attr("IFLA_ADDRESS") or "").lower(),
-                    up=bool(int(msg["flags"]) & nb.IFF_UP),
-                    kind=str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else "",
-                    master=int(master) if master else None,
-                    mtu=int(mtu) if mtu else 0,
+                    index=f.index,
+                    name=f.name,
+                    mac=f.mac,
+                    up=bool(f.flags & nb.IFF_UP),
+                    kind=f.kind,
+                    master=f.master or None,
+                    mtu=f.mtu,
                 )
             )
         return out

@@ -239,13 +239,14 @@ class Channel:
         except socket.timeout as exc:
             raise NetlinkUnavailable("rtnetlink: no answer within 10 s") from exc
 
-    def _parse(self, size: int) -> list[Message]:
-        return list(self._marshal.parse(bytes(self._buf[:size])))
+    def _parse(self, size: int, marshal: Optional[Any] = None) -> list[Message]:
+        return list((marshal or self._marshal).parse(bytes(self._buf[:size])))
 
-    def dump(self, request: Request) -> list[Message]:
+    def dump(self, request: Request, marshal: Optional[Any] = None) -> list[Message]:
         """All messages of one dump, decoded; retried when the kernel flags the dump
         as interrupted by a concurrent change. `request` names the message type and
-        carries any filter in its fields."""
+        carries any filter in its fields. `marshal`: a pyroute2 Marshal decoding the
+        answers instead of MarshalRtnl (the link dump's, netlink_links.LinkMarshal)."""
         out: list[Message] = []
         for _ in range(_MAX_RETRIES):
             seq = self._next_seq(1)
@@ -258,7 +259,7 @@ class Channel:
             interrupted = False
             done = False
             while not done:
-                for msg in self._parse(self._recv()):
+                for msg in self._parse(self._recv(), marshal):
                     header = msg["header"]
                     if header["sequence_number"] != seq:
                         continue  # a late ack of an earlier exchange
