@@ -85,13 +85,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # CI's subset (tools/test deselects the marker `extended`; `make systemtest` runs
     # all): the scenario set on one guest per network manager, the current stable's
     # networkd, NetworkManager and network-scripts on Debian 12 (Debian's pyroute2 0.7.2);
-    # the cloud-init guests only under `make systemtest`.
+    # the cloud-init guests and the switches from AWS's tools (6-10 min a guest) only
+    # under `make systemtest`.
     for item in items:
         callspec = getattr(item, "callspec", None)
         variant = callspec.params.get("guest") if callspec is not None else None
         if variant in CLOUD_INIT_VARIANTS or variant in EXTENDED_VARIANTS:
             item.add_marker(pytest.mark.extended)
-        if item.path.name == "test_cloud_init.py":
+        if item.path.name in ("test_cloud_init.py", "test_switch.py"):
             item.add_marker(pytest.mark.extended)
 
 

@@ -32,6 +32,7 @@ from systest.vpc import (
     VPC6,
     VPC_MTU,
     VpcGuest,
+    addresses,
 )
 
 pytestmark = pytest.mark.system
@@ -232,6 +233,57 @@ def test_detach_while_configuring(
     assert r.failed_units == "", scenarios.failed_units_log(guest, r.failed_units)
     assert r.others_missing == [], state
     assert r.reuse.ok, f"unreachable: {r.reuse.missing}\n{state}"
+
+
+def test_daemon_restarted_and_killed_during_hotplugs(
+    guest: VpcGuest, booted_with_enis: scenarios.BootWithEnis
+) -> None:
+    """An upgrade's `systemctl restart` of the daemon right after a device_add (SIGTERM
+    mid-attach), and a kill -9 of it right after the next (systemd restarts it, 5 s
+    later): both ENIs end configured exactly once (one record each, every ENI `ok`, no
+    rule twice), and their unplug leaves nothing."""
+    f = guest.fabric
+    problems: list[str] = []
+    plugged = []
+    for subnet, stop in (
+        ("subnet-b", ["systemctl", "restart", "ec2net-watch.service"]),
+        ("subnet-a", ["systemctl", "kill", "--signal=SIGKILL", "ec2net-watch.service"]),
+    ):
+        eni = f.new_eni(subnet, n_ipv4=2, n_ipv6=1)
+        t0 = time.monotonic()
+        p = guest.plug(eni)
+        guest.agent.run(stop, timeout=120, check=True)
+        reach = guest.wait_reachable(addresses(eni), REACH_TIMEOUT, since=t0)
+        print(
+            f"\n[{_variant(guest)}] {stop[1]} of the daemon right after device_add: "
+            f"{p.ifname} reachable {_ms(reach.seconds)} after device_add"
+        )
+        if not reach.ok:
+            problems.append(f"{p.ifname} ({stop[1]}): unreachable {reach.missing}")
+        plugged.append(p)
+    active = _unit_state(guest, "ec2net-watch.service", "active", timeout=60)
+    if active != "active":
+        problems.append(f"ec2net-watch.service is {active}")
+    status = json.loads(guest.agent.run(["ec2net", "status", "--json"], timeout=60).stdout)
+    by_name = {row["interface"]: row["state"] for row in status}
+    for p in plugged:
+        if by_name.get(p.ifname) != "ok":
+            problems.append(f"{p.ifname}: status {by_name.get(p.ifname)}")
+    listed = guest.agent.run(["ls", "/run/ec2net/enis"], timeout=30).stdout.split()
+    records = [name for name in listed if name.endswith(".json")]
+    if len(records) != len(status):
+        problems.append(f"records {records} for {len(status)} ENIs")
+    for family in ("-4", "-6"):
+        rules = guest.agent.run(["ip", family, "rule"], timeout=30).stdout.splitlines()
+        twice = sorted({r for r in rules if rules.count(r) > 1})
+        if twice:
+            problems.append(f"rules twice: {twice}")
+    for p in plugged:
+        guest.unplug(p)
+        _, left = guest.wait_clean(p, 30.0)
+        if left:
+            problems.append(f"{p.ifname}: left behind after unplug {left}")
+    assert problems == [], "\n".join([*problems, scenarios.guest_state(guest, UNITS)])
 
 
 @pytest.fixture(scope="module")
