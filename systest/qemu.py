@@ -253,14 +253,20 @@ class Vm:
 
     def _wait_running(self, deadline: float) -> BootInfo:
         ready = time.monotonic() - self.started_at
-        try:
-            res = self.agent.run(
-                ["systemctl", "is-system-running", "--wait"],
-                timeout=max(1.0, deadline - time.monotonic()),
-            )
-        except AgentError as exc:
-            raise VmError(f"guest did not boot: {exc}\n{self.diagnostics()}") from exc
-        state = res.stdout.strip()
+        while True:
+            try:
+                res = self.agent.run(
+                    ["systemctl", "is-system-running", "--wait"],
+                    timeout=max(1.0, deadline - time.monotonic()),
+                )
+            except AgentError as exc:
+                raise VmError(f"guest did not boot: {exc}\n{self.diagnostics()}") from exc
+            state = res.stdout.strip()
+            # Nothing said (seen once on trixie-nm right after a reboot: systemctl ended
+            # without a word, too early in the boot for the bus): ask again.
+            if state or res.stderr.strip() or time.monotonic() + 2 > deadline:
+                break
+            time.sleep(1)
         if state not in ("running", "degraded"):
             raise VmError(f"system state {state!r} ({res.stderr.strip()})\n{self.diagnostics()}")
         failed = ""
