@@ -207,6 +207,11 @@ class BuildError(RuntimeError):
     pass
 
 
+# One build step (debootstrap, an apt-get in the chroot) takes 1-3 min here; a stalled
+# mirror must fail the build, not hold it forever.
+STEP_TIMEOUT_S = 1200
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("EC2NET_SYSTEST_CACHE", DEFAULT_CACHE))
 
@@ -215,9 +220,17 @@ def _run(argv: Sequence[str], log_file: Path, env: Optional[dict[str, str]] = No
     with log_file.open("ab") as out:
         out.write(("\n$ " + " ".join(argv) + "\n").encode())
         out.flush()
-        proc = subprocess.run(
-            list(argv), check=False, stdout=out, stderr=subprocess.STDOUT, env=env
-        )
+        try:
+            proc = subprocess.run(
+                list(argv),
+                check=False,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=STEP_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"{argv[0]} ran past {STEP_TIMEOUT_S} s; log {log_file}") from None
     if proc.returncode != 0:
         tail = log_file.read_bytes()[-4000:].decode(errors="replace")
         raise BuildError(f"{argv[0]} failed with {proc.returncode}; log {log_file}:\n{tail}")

@@ -89,11 +89,6 @@ def switch_backend(
     argv = ["--udev-override"] if package.kind == "deb" else []
     agent.run(["ec2net", "install-system-files", *argv], timeout=300, check=True)
     agent.run(["udevadm", "control", "--reload"], timeout=120, check=True)
-    # The package's postinst started the daemon with the packaged configuration; as an
-    # operator after an edit: the daemon reads the new one (virtio_net among the
-    # drivers), else it would skip every ENI of this guest while the per-ENI unit,
-    # whose condition defers to the running daemon, starts nothing.
-    agent.run(["systemctl", "try-restart", "ec2net-watch.service"], timeout=300, check=True)
     agent.run(["systemctl", "restart", "ec2net-watch.service"], timeout=300, check=True)
 
 
@@ -233,3 +228,8 @@ def install_ec2net(
         check=True,
     )
     agent.run(["udevadm", "control", "--reload"], timeout=120, check=True)
+    # The package's postinst started the daemon with the packaged configuration; as an
+    # operator after an edit: the daemon reads the new one (virtio_net among the
+    # drivers), else it would skip every ENI of this guest while the per-ENI unit,
+    # whose condition defers to the running daemon, starts nothing.
+    agent.run(["systemctl", "try-restart", "ec2net-watch.service"], timeout=300, check=True)

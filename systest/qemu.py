@@ -248,7 +248,12 @@ class Vm:
                 raise VmError(f"guest did not come back: {exc}\n{self.diagnostics()}") from exc
             if self.agent.boot_id != old:
                 return self._wait_running(deadline)
-            # the old agent answers until systemd stops it
+            # the old agent answers until systemd stops it; a shutdown stuck on a unit
+            # must end here, not hold the test run
+            if time.monotonic() > deadline:
+                raise VmError(
+                    f"guest still in its old boot after {timeout} s\n{self.diagnostics()}"
+                )
             time.sleep(0.5)
 
     def _wait_running(self, deadline: float) -> BootInfo:

@@ -8,9 +8,13 @@ dhcp=True, ra=True, ...). Shared by every test directory.
 
 from __future__ import annotations
 
+import faulthandler
 import os
-from collections.abc import Iterator
-from typing import Any, Callable
+import signal
+import sys
+from collections.abc import Generator, Iterator
+from types import FrameType
+from typing import Any, Callable, Optional
 
 import pytest
 
@@ -18,6 +22,37 @@ from ec2sim.fabric import Fabric
 from ec2sim.netns import cleanup_orphans
 
 TEST_LABEL = "pytest"
+
+# Every test ends: one that hangs fails with its threads' stacks printed instead of
+# running CI into its hard limit. A system test's first item also boots its guest and
+# may build the image (debootstrap, apt), hence the larger bound.
+TEST_DEADLINE_S = 600
+SYSTEM_TEST_DEADLINE_S = 1800
+
+
+class DeadlinePassed(Exception):
+    """The test ran past its deadline (tests/conftest.py)."""
+
+
+def _deadline(item: pytest.Item) -> int:
+    return SYSTEM_TEST_DEADLINE_S if item.get_closest_marker("system") else TEST_DEADLINE_S
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    limit = _deadline(item)
+
+    def expired(signum: int, frame: Optional[FrameType]) -> None:
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        raise DeadlinePassed(f"{item.nodeid} ran past {limit} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _require_root() -> None:

@@ -25,6 +25,18 @@ from systest.qemu import BootInfo, Vm, qemu_usable
 PRIMARY_IP = "10.0.1.10"
 # Guests whose scenario set runs under `make systemtest` only (CI's 50-minute budget).
 EXTENDED_VARIANTS = ("bookworm-networkd", "trixie-nm")
+# The guest that runs the whole scenario set in CI; the other CI guests run the
+# scenarios whose path differs by network manager (boot, hot-plug, secondaries,
+# reboot), the rest (two at once, detach while configuring, daemon restarts, prefix,
+# Docker) goes through the same manager code and runs there under `make systemtest`.
+FULL_SET_VARIANT = "trixie-networkd"
+MANAGER_SCENARIOS = (
+    "test_boot_with_two_extra_enis",
+    "test_hotplug_and_unplug",
+    "test_secondary_ip_from_imds",
+    "test_secondary_ip_removed_from_imds",
+    "test_reboot_keeps_everything_reachable",
+)
 
 
 @pytest.fixture(scope="session")
@@ -83,8 +95,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     items.sort(key=key)
     # CI's subset (tools/test deselects the marker `extended`; `make systemtest` runs
-    # all): the scenario set on one guest per network manager, the current stable's
-    # networkd, NetworkManager and network-scripts on Debian 12 (Debian's pyroute2 0.7.2);
+    # all): one guest per network manager, the current stable's networkd (every
+    # scenario), NetworkManager and network-scripts on Debian 12 (Debian's pyroute2
+    # 0.7.2; MANAGER_SCENARIOS);
     # the cloud-init guests and the switches from AWS's tools (6-10 min a guest) only
     # under `make systemtest`.
     for item in items:
@@ -93,6 +106,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if variant in CLOUD_INIT_VARIANTS or variant in EXTENDED_VARIANTS:
             item.add_marker(pytest.mark.extended)
         if item.path.name in ("test_cloud_init.py", "test_switch.py"):
+            item.add_marker(pytest.mark.extended)
+        if (
+            item.path.name == "test_vpc_scenarios.py"
+            and variant not in (None, FULL_SET_VARIANT)
+            and getattr(item, "originalname", item.name) not in MANAGER_SCENARIOS
+        ):
             item.add_marker(pytest.mark.extended)
 
 

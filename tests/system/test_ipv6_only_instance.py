@@ -86,6 +86,8 @@ def test_enis_of_an_ipv6_only_instance_over_the_ipv6_endpoint(guest: VpcGuest) -
             problems.append(f"{plugged.ifname}: unreachable {reach.missing + v6_reach.missing}")
         if v4 != 0 or v6 == 0:
             problems.append(f"{plugged.ifname}: IMDS over IPv4 {v4}, over IPv6 {v6}")
+        if problems:
+            problems.append(guest.journal("ec2net-watch", "ec2net@*", lines=60))
         guest.unplug(plugged)
         clean_s, left = guest.wait_clean(plugged, 30.0)
         print(f"  unplugged: nothing left {clean_s} s after DEVICE_DELETED")
