@@ -88,13 +88,17 @@ def scale(pythons: list[str], layout: str, reps: int) -> dict[str, dict[str, Any
                 writes, ms = applied(scan.stderr)
                 add("scan_wall", scan.wall)
                 add("scan_cpu", scan.cpu)
+                add("scan_runq", scan.runq)
                 add("scan_apply", ms / 1e3)
                 add("scan_writes", writes)
-                before = f.imds_requests()
+                before, n = f.imds_requests(), len(f.imds.log.entries())
                 refresh = r.ec2net("-vv", "refresh")
                 add("refresh_imds", f.imds_requests() - before)
+                answered = [e.time for e in f.imds.log.entries()[n:]]
+                add("refresh_imds_span", max(answered) - min(answered) if answered else 0.0)
                 add("refresh_wall", refresh.wall)
                 add("refresh_cpu", refresh.cpu)
+                add("refresh_runq", refresh.runq)
                 add("refresh_writes", applied(refresh.stderr)[0])
                 ip_batch(f.instance_ns, v4, v6, undo=True)
     for py, row in rows.items():
@@ -167,9 +171,13 @@ def main() -> int:
             f"  pyroute2 {name} ({x['objects']} objects, {x['rules']} rules):\n"
             f"    ip -batch {b * 1e3:6.0f} ms (CPU {x['batch_cpu'] * 1e3:5.0f})"
             f" | scan apply {x['scan_apply'] * 1e3:6.0f} ms {x['scan_apply'] / b:4.2f}x"
-            f" | scan {x['scan_wall'] * 1e3:6.0f} ms (CPU {x['scan_cpu'] * 1e3:5.0f})"
-            f" {x['scan_imds']:.0f} IMDS {x['scan_writes']:.0f} writes"
-            f" | refresh {x['refresh_wall'] * 1e3:5.0f} ms {x['refresh_imds']:.0f} IMDS"
+            f" | scan {x['scan_wall'] * 1e3:6.0f} ms (CPU {x['scan_cpu'] * 1e3:5.0f},"
+            f" IMDS span {x['scan_imds_span'] * 1e3:4.0f}, waiting for a CPU"
+            f" {x['scan_runq'] * 1e3:4.0f}) {x['scan_imds']:.0f} IMDS"
+            f" {x['scan_writes']:.0f} writes\n"
+            f"    refresh {x['refresh_wall'] * 1e3:5.0f} ms (CPU {x['refresh_cpu'] * 1e3:5.0f},"
+            f" IMDS span {x['refresh_imds_span'] * 1e3:4.0f}, waiting for a CPU"
+            f" {x['refresh_runq'] * 1e3:4.0f}) {x['refresh_imds']:.0f} IMDS"
             f" {x['refresh_writes']:.0f} writes"
         )
     print(f"IMDS requests, up of 10+1 IPv4 + 2 IPv6: {got['imds']['up']}, refresh "

@@ -101,6 +101,7 @@ def point(n: int, reps: int, python: str) -> dict[str, Any]:
             answered = [e.time for e in f.imds.log.entries()[k:]]
             add("scan_wall", scan.wall)
             add("scan_cpu", scan.cpu)
+            add("scan_runq", scan.runq)
             add("scan_imds", f.imds_requests() - before)
             add("scan_imds_span", max(answered) - min(answered) if answered else 0.0)
             add("scan_rss_kib", scan.maxrss_kib)
@@ -109,6 +110,7 @@ def point(n: int, reps: int, python: str) -> dict[str, Any]:
             answered = [e.time for e in f.imds.log.entries()[k:]]
             add("refresh_wall", refresh.wall)
             add("refresh_cpu", refresh.cpu)
+            add("refresh_runq", refresh.runq)
             add("refresh_imds", f.imds_requests() - before)
             add("refresh_imds_span", max(answered) - min(answered) if answered else 0.0)
             add("refresh_writes", applied(refresh.stderr)[0])

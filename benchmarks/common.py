@@ -1,5 +1,6 @@
 """What the benchmarks share: an `ec2net` runner inside the simulated VPC that reports
-wall time, CPU time and peak memory per process (os.wait4 on the process itself), the
+wall time, CPU time, run-queue wait and peak memory per process (os.wait4 on the
+process itself), the
 big world (a /20 subnet for hundreds of addresses), address pools, `ip -batch` lines
 for the floor, and summary statistics.
 """
@@ -35,7 +36,7 @@ BIG4 = ipaddress.IPv4Network("10.0.16.0/20")
 __all__ = [
     "BIG4", "DEBIAN_PYTHON", "ROOT", "VENV_PYTHON", "Fabric", "Run", "Runner", "applied",
     "batch_lines", "big_world", "ip_batch", "median", "p95", "pyroute2_version",
-    "scattered_pool", "summary",
+    "run_delay", "scattered_pool", "summary",
 ]  # fmt: skip
 
 
@@ -47,6 +48,9 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
+    # seconds the main thread was runnable but waited for a CPU (the kernel's run
+    # delay, /proc/PID/schedstat): on a shared machine, wall time that is nobody's
+    runq: float = 0.0
 
 
 def pyroute2_version(python: str) -> str:
@@ -55,6 +59,17 @@ def pyroute2_version(python: str) -> str:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     return out.stdout.strip() or "?"
+
+
+def run_delay(pid: int) -> float:
+    """Wait for child `pid` to exit without reaping it, then read its main thread's
+    run delay (seconds runnable but not running) while the zombie still holds it."""
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    try:
+        fields = Path(f"/proc/{pid}/schedstat").read_text().split()
+        return int(fields[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")  # no schedstat in this kernel: unknown, never zero
 
 
 class Runner:
@@ -83,6 +98,7 @@ class Runner:
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             start = time.perf_counter()
             proc = subprocess.Popen(self.argv(*args), env=self.env, stdout=out, stderr=err)
+            runq = run_delay(proc.pid)
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - start
             proc.returncode = os.waitstatus_to_exitcode(status)
@@ -90,7 +106,7 @@ class Runner:
             err.seek(0)
             run = Run(
                 wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss,
-                proc.returncode, out.read(), err.read(),
+                proc.returncode, out.read(), err.read(), runq,
             )  # fmt: skip
         if check and run.returncode != 0:
             raise RuntimeError(

@@ -5,8 +5,9 @@
   .venv/bin/python benchmarks/suite.py [--quick] [--system] [--out docs]
 
 Runs bench_netlink_apply (once per Python: .venv's pyroute2 and Debian's), bench_engine,
-bench_watch and bench_growth, writes the raw figures to docs/perf/figures.json, the
-charts to docs/perf/*.png and the report to docs/performance.md (benchmarks/report.py).
+bench_watch, bench_growth and bench_large (64 ENIs on 32 cards, .venv's Python), writes
+the raw figures to docs/perf/figures.json, the charts to docs/perf/*.png and the report
+to docs/performance.md (benchmarks/report.py).
 Without --system the AWS tool's figures come from the last bench_system table in
 systest/README.md. Needs root.
 """
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_engine
 import bench_growth
+import bench_large
 import bench_netlink_apply
 import bench_watch
 import report
@@ -155,6 +157,7 @@ def main() -> int:
         ("engine", lambda: bench_engine.measure(reps, pythons())),
         ("watch", lambda: bench_watch.measure(attaches, 12.0 if args.quick else 24.0)),
         ("growth", bench_growth.measure),
+        ("large", lambda: bench_large.measure(reps, VENV_PYTHON, 12.0 if args.quick else 20.0)),
         ("aws", lambda: system_figures(args.out) if args.system else aws_from_readme()),
     )
     for name, step in steps:
@@ -163,6 +166,12 @@ def main() -> int:
         fig[name] = step()
         print(f"suite: {name} done in {time.monotonic() - t:.0f} s", flush=True)
     fig["machine"]["suite_s"] = time.monotonic() - t0
+    qemu = args.out / "perf" / "system.json"  # bench_system.py --json, this run's or earlier
+    if qemu.exists():
+        fig["qemu"] = json.loads(qemu.read_text())
+        fig["qemu"]["date"] = time.strftime(
+            "%Y-%m-%d %H:%M UTC", time.gmtime(qemu.stat().st_mtime)
+        )
     fig["machine"]["quick"] = args.quick
     (args.out / "perf" / "figures.json").write_text(json.dumps(fig, indent=1) + "\n")
     report.write(fig, args.out)
