@@ -97,15 +97,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # CI's subset (tools/test deselects the marker `extended`; `make systemtest` runs
     # all): one guest per network manager, the current stable's networkd (every
     # scenario), NetworkManager and network-scripts on Debian 12 (Debian's pyroute2
-    # 0.7.2; MANAGER_SCENARIOS);
-    # the cloud-init guests and the switches from AWS's tools (6-10 min a guest) only
-    # under `make systemtest`.
+    # 0.7.2; MANAGER_SCENARIOS), and each cloud-init guest's own scenario
+    # (test_cloud_init.py: boot, take-over, reboot, hot-plug; 3 and 6 min); the scenario
+    # set on the cloud-init guests and the switches from AWS's tools (6-10 min a guest)
+    # only under `make systemtest`.
     for item in items:
         callspec = getattr(item, "callspec", None)
         variant = callspec.params.get("guest") if callspec is not None else None
+        # test_cloud_init.py's one scenario per cloud-init guest (its fixture is
+        # `ci_guest`, not `guest`) stays in CI
         if variant in CLOUD_INIT_VARIANTS or variant in EXTENDED_VARIANTS:
             item.add_marker(pytest.mark.extended)
-        if item.path.name in ("test_cloud_init.py", "test_switch.py"):
+        if item.path.name == "test_switch.py":
             item.add_marker(pytest.mark.extended)
         if (
             item.path.name == "test_vpc_scenarios.py"
