@@ -179,8 +179,10 @@ class Engine:
     def reconverge(self, ifname: str) -> Result:
         """Converge a configured ENI again from what its record knows, without IMDS: the
         kernel side changed (the link's IPv6 router), IMDS did not. An ENI without a
-        usable record is left to `up`."""
-        link = self._link(ifname)
+        usable record is left to `up`, a link gone since to the removal its event asked for."""
+        link = next((ln for ln in self.backend.links() if ln.name == ifname), None)
+        if link is None:
+            return Result(ifname, Action.UNCHANGED, detail="link is gone")
         with self._locked([link.mac]):
             record = self.store.load(link.mac)
             eni = record.eni() if record is not None else None

@@ -74,6 +74,9 @@ LISTING_EVERY = 5
 # Lost link events (ENOBUFS) re-read every link at most this often: a storm that keeps
 # overflowing the socket costs one link dump a second, not one per read.
 RESYNC_EVERY = 1.0
+# While a job is queued behind another for the same ENI, the loop looks at least this
+# often whether it can start (the end-of-job wake is the fast path).
+PENDING_POLL = 0.5
 
 
 class Daemon:
@@ -84,7 +87,8 @@ class Daemon:
         self.imds = ImdsClient.from_settings(settings, self.store.token_cache)
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ec2net")
         self.jobs: dict[str, Future[None]] = {}
-        self.pending: dict[str, tuple[JobKind, Callable[[Engine], object]]] = {}
+        # key -> the one job queued behind the running one: (kind, work, weak)
+        self.pending: dict[str, tuple[JobKind, Callable[[Engine], object], bool]] = {}
         self.known: dict[int, tuple[str, str]] = {}  # ifindex -> (name, mac)
         self.routers: dict[int, frozenset[str]] = {}  # ifindex -> its RA routers
         self.refresh_rounds: dict[str, int] = {}  # mac -> refreshes so far
@@ -116,23 +120,34 @@ class Daemon:
         finally:
             backend.close()
 
-    def submit(self, key: str, work: Callable[[Engine], object], kind: JobKind) -> None:
+    def submit(
+        self, key: str, work: Callable[[Engine], object], kind: JobKind, *, weak: bool = False
+    ) -> None:
         """Run `work` on the pool; a second request for a key still running is queued
-        once and runs after it (coalescing bursts of events for one ENI)."""
+        once and runs after it (coalescing bursts of events for one ENI: the newest
+        wins, as it reads the state afresh). A `weak` job (a re-converge from the
+        record, which an `up` or a removal also does) never displaces a queued strong
+        one: an unplug's router events would otherwise replace its removal, and a new
+        ENI's first router its `up`, leaving objects behind or the ENI unconfigured."""
         running = self.jobs.get(key)
         if running is not None and not running.done():
-            self.pending[key] = (kind, work)
+            queued = self.pending.get(key)
+            if weak and queued is not None and not queued[2]:
+                return
+            self.pending[key] = (kind, work, weak)
             return
 
-        def job() -> None:
-            try:
-                self._measured(key, work, kind)
-            finally:
-                if self._wake is not None:  # start a queued follow-up job at once
-                    with contextlib.suppress(OSError):
-                        self._wake.send(b"\0")
+        fut = self.pool.submit(self._measured, key, work, kind)
+        self.jobs[key] = fut
+        # Wake the loop to start a queued follow-up at once. Only once the future is
+        # done: a wake sent from inside the job could be handled before it is, and the
+        # follow-up (an unplug's removal) would wait for the next refresh.
+        fut.add_done_callback(self._job_done)
 
-        self.jobs[key] = self.pool.submit(job)
+    def _job_done(self, fut: Future[None]) -> None:
+        if self._wake is not None:
+            with contextlib.suppress(OSError):
+                self._wake.send(b"\0")
 
     def _measured(self, key: str, work: Callable[[Engine], object], kind: JobKind) -> None:
         started = time.monotonic()
@@ -190,8 +205,8 @@ class Daemon:
                 del self.jobs[key]
                 queued = self.pending.pop(key, None)
                 if queued is not None:
-                    kind, work = queued
-                    self.submit(key, work, kind)
+                    kind, work, weak = queued
+                    self.submit(key, work, kind, weak=weak)
 
     # --- events ------------------------------------------------------------------------
     def rescan(self) -> None:
@@ -287,7 +302,7 @@ class Daemon:
         name, mac = known
         # also without a record yet: queued behind an `up` still running for this ENI,
         # which may have read the link before the router came
-        self.submit(f"mac {mac}", lambda e: e.reconverge(name), JobKind.UP)
+        self.submit(f"mac {mac}", lambda e: e.reconverge(name), JobKind.UP, weak=True)
 
     def _submit_up(self, index: int, mac: str) -> None:
         def up(engine: Engine) -> Optional[Result]:
@@ -416,6 +431,8 @@ class Daemon:
             if watchdog is not None:
                 deadline = min(deadline, next_ping)
             timeout = max(0.0, deadline - now)
+            if self.pending:  # a follow-up waits for its key's job: look again soon
+                timeout = min(timeout, PENDING_POLL)
             fds = [events.fileno(), wake.fileno()]
             ready, _, _ = select.select(fds, [], [], timeout)
             if wake.fileno() in ready:
