@@ -115,10 +115,17 @@ class Runner:
         return run
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.argv(*args), env=self.env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        # The log goes to a file: a pipe nobody reads fills after some 64 KiB of the
+        # daemon's result lines (about 20 attaches of 20 addresses), and the daemon then
+        # blocks in its next write.
+        log = (self.tmp / f"{args[0] if args else 'ec2net'}.log").open("w")
+        try:
+            return subprocess.Popen(
+                self.argv(*args), env=self.env, stdout=subprocess.DEVNULL, stderr=log,
+                text=True,
+            )  # fmt: skip
+        finally:
+            log.close()
 
 
 def big_world() -> World:
