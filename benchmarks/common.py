@@ -1,8 +1,7 @@
 """What the benchmarks share: an `ec2net` runner inside the simulated VPC that reports
 wall time, CPU time, run-queue wait and peak memory per process (os.wait4 on the
-process itself), the
-big world (a /20 subnet for hundreds of addresses), address pools, `ip -batch` lines
-for the floor, and summary statistics.
+process itself), the big world (a /20 subnet for hundreds of addresses), address
+pools, `ip -batch` lines for the floor, and summary statistics.
 """
 
 from __future__ import annotations

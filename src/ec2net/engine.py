@@ -180,8 +180,9 @@ class Engine:
         """Converge a configured ENI again from what its record knows, without IMDS: the
         kernel side changed (the link's IPv6 router), IMDS did not. An ENI without a
         usable record is left to `up`, a link gone since to the removal its event asked for."""
-        link = next((ln for ln in self.backend.links() if ln.name == ifname), None)
-        if link is None:
+        try:
+            link = self._link(ifname)
+        except InterfaceGone:
             return Result(ifname, Action.UNCHANGED, detail="link is gone")
         with self._locked([link.mac]):
             record = self.store.load(link.mac)
