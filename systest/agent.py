@@ -11,6 +11,7 @@ import base64
 import contextlib
 import itertools
 import json
+import select
 import socket
 import threading
 import time
@@ -20,9 +21,21 @@ from typing import Any, Optional, Union
 
 from systest.unixsock import connect_unix
 
+# A send that cannot finish in this long means the guest has not read its port for that
+# long (QEMU stops reading the socket while the guest end is closed and its buffer full).
+SEND_TIMEOUT = 60.0
+
 
 class AgentError(RuntimeError):
     """The agent could not be reached or answered with an error."""
+
+
+class SendBlocked(AgentError):
+    """The socket took no more bytes within the send timeout."""
+
+    def __init__(self, message: str, partial: bool) -> None:
+        super().__init__(message)
+        self.partial = partial  # part of a line went out: the stream is torn
 
 
 class CommandFailed(AgentError):
@@ -90,6 +103,7 @@ class Agent:
         self._ids = itertools.count(1)
         self._pending: dict[int, Pending] = {}
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()  # one request's bytes never interleave another's
         self._reader: Optional[threading.Thread] = None
         self.boot_id: Optional[str] = None
 
@@ -154,6 +168,9 @@ class Agent:
 
     def submit(self, op: str, **fields: Any) -> Pending:
         """Send a request without waiting; call ``.result(timeout)`` on the return value."""
+        return self._submit(op, fields, SEND_TIMEOUT)
+
+    def _submit(self, op: str, fields: Mapping[str, Any], send_timeout: float) -> Pending:
         sock = self._sock
         if sock is None:
             raise AgentError("agent not connected")
@@ -163,11 +180,16 @@ class Agent:
             self._pending[req_id] = pending
         data = (json.dumps({"id": req_id, "op": op, **fields}) + "\n").encode()
         try:
-            sock.sendall(data)
+            with self._send_lock:
+                _send_within(sock, data, time.monotonic() + send_timeout)
         except OSError as exc:
-            with self._lock:
-                self._pending.pop(req_id, None)
+            self._forget(pending)
             raise AgentError(f"agent send failed: {exc}") from exc
+        except SendBlocked as exc:
+            self._forget(pending)
+            if exc.partial:
+                self.close()  # the guest would read half a line glued to the next one
+            raise
         return pending
 
     def _forget(self, pending: Pending) -> None:
@@ -181,13 +203,23 @@ class Agent:
         if self._sock is None:
             self.connect(timeout)
         while True:
-            pending = self.submit("ping")
+            # Pings sent while the guest's port is closed wait in the socket and are all
+            # answered once it opens; a full socket is no reason to stop waiting.
             try:
+                pending: Optional[Pending] = self._submit(
+                    "ping", {}, min(1.0, max(0.05, deadline - time.monotonic()))
+                )
+            except SendBlocked:
+                pending = None
+            try:
+                if pending is None:
+                    raise AgentError("ping not sent")
                 reply = pending.result(min(1.0, max(0.05, deadline - time.monotonic())))
                 self.boot_id = str(reply.get("boot_id"))
                 return time.monotonic() - start
             except AgentError:
-                self._forget(pending)
+                if pending is not None:
+                    self._forget(pending)
                 if time.monotonic() >= deadline:
                     raise AgentError(f"guest agent not ready within {timeout} s") from None
 
@@ -267,3 +299,22 @@ class Agent:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _send_within(sock: socket.socket, data: bytes, deadline: float) -> None:
+    """``sendall`` with a deadline (the socket stays blocking for the reader thread)."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view, socket.MSG_DONTWAIT) :]
+            continue
+        except BlockingIOError:
+            pass
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise SendBlocked(
+                f"agent socket full: {len(view)} of {len(data)} bytes unsent at the "
+                "deadline (the guest does not read its port)",
+                partial=len(view) < len(data),
+            )
+        select.select([], [sock], [], remaining)

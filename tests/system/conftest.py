@@ -79,21 +79,12 @@ def lan(qemu_available: None, workdir: Path) -> Iterator[harness.Lan]:
         yield net
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # One boot per guest: keep each variant's tests together, in definition order (a
-    # test parametrized indirectly with one variant would otherwise run apart from the
-    # others of that guest and cost a second boot).
-    order = {
-        v: i for i, v in enumerate((*EC2NET_VARIANTS, *CLOUD_INIT_VARIANTS, *SWITCH_VARIANTS))
-    }
-
-    def key(item: pytest.Item) -> tuple[int, str, int]:
-        callspec = getattr(item, "callspec", None)
-        variant = callspec.params.get("guest") if callspec is not None else None
-        path, line, _ = item.location
-        return (order.get(str(variant), -1), path, line or 0)
-
-    items.sort(key=key)
+# A wrapper: the markers go on before the other implementations run (the mark plugin's
+# `-m` deselection among them); the order is set after them, pytest's own reordering by
+# fixture parameter included, which would put a test parametrized indirectly with one
+# variant in a group (and a boot) of its own.
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> Generator[None, None, None]:
     # CI's subset (tools/test deselects the marker `extended`; `make systemtest` runs
     # all): one guest per network manager, the current stable's networkd (every
     # scenario), NetworkManager and network-scripts on Debian 12 (Debian's pyroute2
@@ -116,6 +107,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             and getattr(item, "originalname", item.name) not in MANAGER_SCENARIOS
         ):
             item.add_marker(pytest.mark.extended)
+    yield
+    # One boot per guest: the tests that take a `guest` variant, each module's variant's
+    # together in definition order; they keep the places they had among the other tests.
+    order = {
+        v: i for i, v in enumerate((*EC2NET_VARIANTS, *CLOUD_INIT_VARIANTS, *SWITCH_VARIANTS))
+    }
+
+    def variant_of(item: pytest.Item) -> object:
+        callspec = getattr(item, "callspec", None)
+        return callspec.params.get("guest") if callspec is not None else None
+
+    def key(item: pytest.Item) -> tuple[str, int, int]:
+        path, line, _ = item.location  # by module first: its guests are module-scoped
+        return (path, order.get(str(variant_of(item)), -1), line or 0)
+
+    places = [i for i, item in enumerate(items) if variant_of(item) is not None]
+    for place, item in zip(places, sorted((items[i] for i in places), key=key)):
+        items[place] = item
 
 
 @pytest.hookimpl(wrapper=True)
