@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -33,7 +34,7 @@ from systest import cloud_guest
 from systest.agent import Agent
 from systest.guest_files import ECHO_PORT, GUEST_TOOLS_PATH
 from systest.image import Image, eth_names
-from systest.qemu import HOTPLUG_SLOTS, BootInfo, Vm
+from systest.qemu import HOTPLUG_SLOTS, BootInfo, Vm, VmError
 
 LABEL = "systest"
 CONTAINER_NS = "systest-ctr"
@@ -176,22 +177,33 @@ class VpcGuest:
             extra: tuple[str, ...] = ()
             if cloud_guest.is_cloud_init(self.image.variant):
                 extra = tuple(cloud_guest.smbios_args(world.instance_id, world.instance_type))
-            self.vm = Vm(
-                self.image,
-                self.fabric.router_ns,
-                self.workdir / "vm",
-                self.fabric.tap_of(primary.mac),
-                primary.mac,
-                allow_reboot=True,
-                extra_args=extra,
-            )
-            self.vm.start()
-            # recorded with the world: a crashed run's QEMU is ended by pid with it
-            assert self.vm.pid is not None
-            self.fabric.state.pids.append((self.vm.pid, proc_start_time(self.vm.pid)))
-            self.fabric.state.save()
-            self.boot = self.vm.wait_booted(boot_timeout)
-            return self.boot
+            # The first boot runs nothing of ec2net's (it is installed afterwards), so a
+            # guest that does not come up is TCG's or the host's trouble: one more try,
+            # with the first one's diagnostics printed.
+            for attempt in (1, 2):
+                self.vm = Vm(
+                    self.image,
+                    self.fabric.router_ns,
+                    self.workdir / "vm",
+                    self.fabric.tap_of(primary.mac),
+                    primary.mac,
+                    allow_reboot=True,
+                    extra_args=extra,
+                )
+                self.vm.start()
+                # recorded with the world: a crashed run's QEMU is ended by pid with it
+                assert self.vm.pid is not None
+                self.fabric.state.pids.append((self.vm.pid, proc_start_time(self.vm.pid)))
+                self.fabric.state.save()
+                try:
+                    self.boot = self.vm.wait_booted(boot_timeout)
+                    return self.boot
+                except VmError as exc:
+                    if attempt == 2:
+                        raise
+                    print(f"\n[systest] first boot failed, booting again: {exc}", file=sys.stderr)
+                    self.vm.stop()
+            raise AssertionError("unreachable")
         except BaseException:
             self.stop()
             raise

@@ -146,6 +146,13 @@ def test_hotplug_and_unplug(guest: VpcGuest, booted_with_enis: scenarios.BootWit
                 f"journalctl EC2NET_ENI_ID={plugged.eni.eni_id}: {found[:3]}; ec2net's latest: "
                 + str(_journal_lines(guest, "", lines=8))
             )
+        # NetworkManager adds IPv6 addresses with DAD; ec2net turns it off on the ENI
+        # (through the hardened unit's one writable corner of /proc/sys)
+        if _manager(guest) == "nm":
+            path = f"/proc/sys/net/ipv6/conf/{plugged.ifname}/accept_dad"
+            dad = guest.agent.read_file(path).decode().strip()
+            if dad != "0":
+                problems.append(f"{plugged.ifname}: accept_dad {dad}, not 0")
         mtu = guest.link_mtus().get(plugged.eni.mac)
         if mtu != VPC_MTU:
             problems.append(f"{plugged.ifname}: MTU {mtu}, not the primary's {VPC_MTU}")

@@ -16,6 +16,7 @@ from ec2net.backends.activators import (
     IfcfgActivator,
     NetworkdActivator,
     NmActivator,
+    skip_dad,
 )
 from ec2net.backends.base import ApplyReport
 from ec2net.errors import ApplyFailed
@@ -72,7 +73,9 @@ def keyfile(tmp_path: Path, ifname: str, uuid: str) -> Path:
 def test_nm_load_then_reapply_when_our_profile_is_active(tmp_path: Path) -> None:
     path = keyfile(tmp_path, "ens6", UUID6)
     run = Recorder({("nmcli", "-g", "GENERAL.CON-UUID"): UUID6 + "\n"})
-    report = NmActivator(run).activate([Activation("ens6", (path,), ())], ADD, FakeKernel())
+    report = NmActivator(run, tmp_path / "conf").activate(
+        [Activation("ens6", (path,), ())], ADD, FakeKernel()
+    )
     assert run.calls == [
         ("nmcli", "connection", "load", str(path)),
         ("nmcli", "-g", "GENERAL.CON-UUID", "device", "show", "ens6"),
@@ -85,7 +88,7 @@ def test_nm_connection_up_when_another_profile_is_active(tmp_path: Path) -> None
     p6, p7 = keyfile(tmp_path, "ens6", UUID6), keyfile(tmp_path, "ens7", UUID7)
     run = Recorder({("nmcli", "-g", "GENERAL.CON-UUID"): "\n"})  # nothing active yet
     acts = [Activation("ens6", (p6,), ()), Activation("ens7", (p7,), ())]
-    NmActivator(run).activate(acts, ChangeSet(()), FakeKernel())
+    NmActivator(run, tmp_path / "conf").activate(acts, ChangeSet(()), FakeKernel())
     # One load for every file, then one look at each device: one per ENI.
     assert run.calls == [
         ("nmcli", "connection", "load", str(p6), str(p7)),
@@ -99,8 +102,8 @@ def test_nm_connection_up_when_another_profile_is_active(tmp_path: Path) -> None
 
 def test_nm_nothing_written_runs_nothing(tmp_path: Path) -> None:
     run = Recorder()
-    NmActivator(run).activate([], ChangeSet(()), FakeKernel())
-    NmActivator(run).release([])
+    NmActivator(run, tmp_path / "conf").activate([], ChangeSet(()), FakeKernel())
+    NmActivator(run, tmp_path / "conf").release([])
     assert run.calls == []
 
 
@@ -112,11 +115,45 @@ def test_nm_removal_deletes_our_profile_by_uuid(tmp_path: Path) -> None:
         "ffffffff-0000-0000-0000-000000000000:\n"  # in memory only, no file
     )
     run = Recorder({("nmcli", "-t"): listing})
-    NmActivator(run).release([ours, Path("/run/NetworkManager/x/gone.nmconnection")])
+    NmActivator(run, tmp_path / "conf").release(
+        [ours, Path("/run/NetworkManager/x/gone.nmconnection")]
+    )
     assert run.calls == [
         ("nmcli", "-t", "-f", "UUID,FILENAME", "connection", "show"),
         ("nmcli", "connection", "delete", "uuid", UUID6),
     ]
+
+
+def test_nm_turns_dad_off_on_the_eni_before_loading_its_profile(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    for ifname in ("ens6", "ens7"):
+        (conf / ifname).mkdir(parents=True)
+        (conf / ifname / "accept_dad").write_text("1\n")
+    path = keyfile(tmp_path, "ens6", UUID6)
+    seen: list[str] = []
+
+    def run(argv: Sequence[str], timeout: float) -> str:
+        if argv[:3] == ["nmcli", "connection", "load"]:
+            seen.append((conf / "ens6" / "accept_dad").read_text())
+        return ""
+
+    NmActivator(run, conf).activate([Activation("ens6", (path,), ())], ADD, FakeKernel())
+    assert seen == ["0\n"]  # already off when NetworkManager gets the profile
+    assert (conf / "ens7" / "accept_dad").read_text() == "1\n"  # not ours to touch
+
+
+def test_nm_dad_left_alone_where_it_cannot_or_must_not_be_set(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    (conf / "ens6").mkdir(parents=True)  # no accept_dad: IPv6 off on the link
+    outside = tmp_path / "accept_dad"
+    outside.write_text("1\n")
+    assert not skip_dad(conf, "ens6")
+    assert not skip_dad(conf, "..")  # a name that would leave the directory
+    assert not skip_dad(conf, "a/b")
+    assert not skip_dad(conf, "")
+    assert outside.read_text() == "1\n"
+    (conf / "ens6" / "accept_dad").write_text("0\n")
+    assert skip_dad(conf, "ens6")
 
 
 def test_nm_failure_is_retryable_and_stops(tmp_path: Path) -> None:
@@ -128,7 +165,9 @@ def test_nm_failure_is_retryable_and_stops(tmp_path: Path) -> None:
         raise ApplyFailed("nmcli connection load: exit 8: failed")
 
     with pytest.raises(ApplyFailed) as err:
-        NmActivator(failing).activate([Activation("ens6", (path,), ())], ADD, FakeKernel())
+        NmActivator(failing, tmp_path / "conf").activate(
+            [Activation("ens6", (path,), ())], ADD, FakeKernel()
+        )
     assert err.value.retryable and len(calls) == 1
 
 

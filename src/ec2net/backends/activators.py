@@ -163,9 +163,14 @@ class NetworkdActivator:
         return None
 
 
+# Where an interface's IPv6 settings live (`net.ipv6.conf.IF`).
+SYSCTL_IPV6_CONF = Path("/proc/sys/net/ipv6/conf")
+
+
 class NmActivator:
-    def __init__(self, runner: Runner = run) -> None:
+    def __init__(self, runner: Runner = run, ipv6_conf: Path = SYSCTL_IPV6_CONF) -> None:
         self.run = runner
+        self.ipv6_conf = ipv6_conf
 
     def release(self, paths: Sequence[Path]) -> None:
         if not paths:
@@ -186,6 +191,9 @@ class NmActivator:
         self, activations: Sequence[Activation], changes: ChangeSet, kernel: Kernel
     ) -> ApplyReport:
         written = [p for a in activations for p in a.written]
+        for act in activations:
+            if act.ifname and act.written:
+                skip_dad(self.ipv6_conf, act.ifname)
         if written:
             self.run(["nmcli", "connection", "load", *map(str, written)], COMMAND_TIMEOUT)
         for act in activations:
@@ -200,6 +208,28 @@ class NmActivator:
                 up = ["nmcli", "--wait", str(NM_UP_WAIT), "connection", "up", "uuid", uuid]
                 self.run(up, NM_UP_WAIT + 10.0)
         return _assumed(changes)
+
+
+def skip_dad(ipv6_conf: Path, ifname: str) -> bool:
+    """No duplicate address detection on the ENI (`accept_dad` 0), before the manager
+    adds its addresses. NetworkManager has no per-profile setting for it and adds IPv6
+    addresses with DAD: each stays tentative, unusable as a source and unreachable, for
+    the kernel's DAD time (about 1 s; 2.6 s against 1.1 s to every address answering,
+    measured on a hot-plug in the bookworm NM guest). The VPC gives an address to one
+    ENI only, so DAD can find nothing; the netlink and networkd backends add theirs
+    without it too (`nodad`, DuplicateAddressDetection=none). The setting lives and dies
+    with the interface. False when it could not be set (no IPv6 on the link, a read-only
+    /proc/sys): the addresses then come after DAD, as they would without ec2net."""
+    if not ifname or "/" in ifname or ifname in (".", ".."):
+        return False  # never a path outside the interface's own directory
+    path = ipv6_conf / ifname / "accept_dad"
+    try:
+        if path.read_text().strip() != "0":
+            path.write_text("0\n")
+    except OSError as exc:
+        log.debug("%s: DAD stays on (%s)", ifname, exc)
+        return False
+    return True
 
 
 def _profile_uuid(path: Path) -> str:

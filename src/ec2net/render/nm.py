@@ -19,6 +19,10 @@ Choices:
   on-link route, which NM may add later). Rules as routing-ruleN in `ip rule` syntax,
   the main-table one with table 254 spelled out.
 - autoconnect-priority=100 wins over NM's automatic "Wired connection" profiles.
+- ipv4 dad-timeout=0: no address conflict probe before NM adds an IPv4 address (newer
+  NM probes for 200 ms by default); the VPC gives each address to one ENI. IPv6 has no
+  such setting: the activator turns the ENI's `accept_dad` off before NM gets the
+  profile (backends/activators.py, skip_dad).
 
 Where NM cannot follow the plan exactly:
 - NM has no setting for a route's or rule's protocol number: they carry NM's own
@@ -105,6 +109,8 @@ def _ip(inp: RenderInput, family: Family) -> Items:
         out.append(("addr-gen-mode", "eui64"))
     for n, a in enumerate(addresses_of(inp, family), 1):
         out.append((f"address{n}", str(a.address)))
+    if family is Family.V4:
+        out.append(("dad-timeout", "0"))
     out += [("never-default", "true"), ("may-fail", "false")]
     out.append(("route-table", str(inp.plan.table)))
     for n, r in enumerate(routes_of(inp, family), 1):
