@@ -202,26 +202,26 @@ class Agent:
         deadline = start + timeout
         if self._sock is None:
             self.connect(timeout)
+
+        def step() -> float:  # one ping's share of what is left
+            return min(1.0, max(0.05, deadline - time.monotonic()))
+
         while True:
-            # Pings sent while the guest's port is closed wait in the socket and are all
-            # answered once it opens; a full socket is no reason to stop waiting.
             try:
-                pending: Optional[Pending] = self._submit(
-                    "ping", {}, min(1.0, max(0.05, deadline - time.monotonic()))
-                )
+                pending = self._submit("ping", {}, step())
             except SendBlocked:
-                pending = None
-            try:
-                if pending is None:
-                    raise AgentError("ping not sent")
-                reply = pending.result(min(1.0, max(0.05, deadline - time.monotonic())))
-                self.boot_id = str(reply.get("boot_id"))
-                return time.monotonic() - start
-            except AgentError:
-                if pending is not None:
+                # The pings queued while the guest's port is closed are all answered
+                # once it opens; a full socket is no reason to stop waiting.
+                pass
+            else:
+                try:
+                    reply = pending.result(step())
+                    self.boot_id = str(reply.get("boot_id"))
+                    return time.monotonic() - start
+                except AgentError:
                     self._forget(pending)
-                if time.monotonic() >= deadline:
-                    raise AgentError(f"guest agent not ready within {timeout} s") from None
+            if time.monotonic() >= deadline:
+                raise AgentError(f"guest agent not ready within {timeout} s") from None
 
     def run(
         self,

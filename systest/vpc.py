@@ -177,11 +177,9 @@ class VpcGuest:
             extra: tuple[str, ...] = ()
             if cloud_guest.is_cloud_init(self.image.variant):
                 extra = tuple(cloud_guest.smbios_args(world.instance_id, world.instance_type))
-            # The first boot runs nothing of ec2net's (it is installed afterwards), so a
-            # guest that does not come up is TCG's or the host's trouble: one more try,
-            # with the first one's diagnostics printed.
-            for attempt in (1, 2):
-                self.vm = Vm(
+
+            def launch() -> Vm:
+                vm = Vm(
                     self.image,
                     self.fabric.router_ns,
                     self.workdir / "vm",
@@ -190,20 +188,25 @@ class VpcGuest:
                     allow_reboot=True,
                     extra_args=extra,
                 )
-                self.vm.start()
+                self.vm = vm
+                vm.start()
                 # recorded with the world: a crashed run's QEMU is ended by pid with it
-                assert self.vm.pid is not None
-                self.fabric.state.pids.append((self.vm.pid, proc_start_time(self.vm.pid)))
+                assert vm.pid is not None
+                self.fabric.state.pids.append((vm.pid, proc_start_time(vm.pid)))
                 self.fabric.state.save()
-                try:
-                    self.boot = self.vm.wait_booted(boot_timeout)
-                    return self.boot
-                except VmError as exc:
-                    if attempt == 2:
-                        raise
-                    print(f"\n[systest] first boot failed, booting again: {exc}", file=sys.stderr)
-                    self.vm.stop()
-            raise AssertionError("unreachable")
+                return vm
+
+            vm = launch()
+            try:
+                self.boot = vm.wait_booted(boot_timeout)
+            except VmError as exc:
+                # The first boot runs nothing of ec2net's (it is installed afterwards),
+                # so a guest that does not come up is TCG's or the host's trouble: one
+                # more try, with the first one's diagnostics printed.
+                print(f"\n[systest] first boot failed, booting again: {exc}", file=sys.stderr)
+                vm.stop()
+                self.boot = launch().wait_booted(boot_timeout)
+            return self.boot
         except BaseException:
             self.stop()
             raise

@@ -79,6 +79,12 @@ def lan(qemu_available: None, workdir: Path) -> Iterator[harness.Lan]:
         yield net
 
 
+def _variant_of(item: pytest.Item) -> object:
+    """The guest variant a test is parametrized with (directly or indirectly), or None."""
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("guest") if callspec is not None else None
+
+
 # A wrapper: the markers go on before the other implementations run (the mark plugin's
 # `-m` deselection among them); the order is set after them, pytest's own reordering by
 # fixture parameter included, which would put a test parametrized indirectly with one
@@ -93,8 +99,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> Generator[None, N
     # set on the cloud-init guests and the switches from AWS's tools (6-10 min a guest)
     # only under `make systemtest`.
     for item in items:
-        callspec = getattr(item, "callspec", None)
-        variant = callspec.params.get("guest") if callspec is not None else None
+        variant = _variant_of(item)
         # test_cloud_init.py's one scenario per cloud-init guest (its fixture is
         # `ci_guest`, not `guest`) stays in CI
         if variant in CLOUD_INIT_VARIANTS or variant in EXTENDED_VARIANTS:
@@ -114,15 +119,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> Generator[None, N
         v: i for i, v in enumerate((*EC2NET_VARIANTS, *CLOUD_INIT_VARIANTS, *SWITCH_VARIANTS))
     }
 
-    def variant_of(item: pytest.Item) -> object:
-        callspec = getattr(item, "callspec", None)
-        return callspec.params.get("guest") if callspec is not None else None
-
     def key(item: pytest.Item) -> tuple[str, int, int]:
         path, line, _ = item.location  # by module first: its guests are module-scoped
-        return (path, order.get(str(variant_of(item)), -1), line or 0)
+        return (path, order.get(str(_variant_of(item)), -1), line or 0)
 
-    places = [i for i, item in enumerate(items) if variant_of(item) is not None]
+    places = [i for i, item in enumerate(items) if _variant_of(item) is not None]
     for place, item in zip(places, sorted((items[i] for i in places), key=key)):
         items[place] = item
 

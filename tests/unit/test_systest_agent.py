@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,36 +20,26 @@ from systest.agent import Agent, AgentError, SendBlocked
 
 
 @pytest.fixture
-def listener(tmp_path: Path) -> Iterator[tuple[str, list[socket.socket]]]:
+def connected(tmp_path: Path) -> Iterator[tuple[Agent, socket.socket]]:
+    """An Agent connected to a socket the test holds the other end of (QEMU's place)."""
     path = str(tmp_path / "agent.sock")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
     srv.listen(1)
-    accepted: list[socket.socket] = []
-
-    def accept() -> None:
-        conn, _ = srv.accept()
-        accepted.append(conn)
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield path, accepted
-    for conn in accepted:
-        conn.close()
+    a = Agent(path)
+    a.connect(timeout=5)
+    peer, _ = srv.accept()
+    yield a, peer
+    a.close()
+    peer.close()
     srv.close()
 
 
 def test_wait_ready_ends_at_its_deadline_when_nobody_reads(
-    listener: tuple[str, list[socket.socket]],
+    connected: tuple[Agent, socket.socket],
 ) -> None:
-    path, accepted = listener
-    a = Agent(path)
-    a.connect(timeout=5)
-    for _ in range(100):
-        if accepted:
-            break
-        time.sleep(0.01)
-    accepted[0].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    a, peer = connected
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     # fill the socket the way hours of unanswered pings would
     sent = 0
     with pytest.raises(SendBlocked) as blocked:
@@ -62,20 +51,13 @@ def test_wait_ready_ends_at_its_deadline_when_nobody_reads(
     with pytest.raises(AgentError, match="not ready within 2"):
         a.wait_ready(2.0)
     assert time.monotonic() - start < 10  # bounded (the deadline is 2 s)
-    a.close()
 
 
 def test_a_torn_line_closes_the_connection(
-    listener: tuple[str, list[socket.socket]], monkeypatch: pytest.MonkeyPatch
+    connected: tuple[Agent, socket.socket], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path, accepted = listener
-    a = Agent(path)
-    a.connect(timeout=5)
+    a, _ = connected
     monkeypatch.setattr(agent_mod, "SEND_TIMEOUT", 0.5)
-    for _ in range(100):
-        if accepted:
-            break
-        time.sleep(0.01)
     # a request larger than both buffers goes out in part, then stalls
     with pytest.raises(SendBlocked) as blocked:
         a.submit("write", data_b64="A" * (8 << 20))
@@ -84,15 +66,8 @@ def test_a_torn_line_closes_the_connection(
         a.submit("ping")
 
 
-def test_replies_route_to_their_requests(listener: tuple[str, list[socket.socket]]) -> None:
-    path, accepted = listener
-    a = Agent(path)
-    a.connect(timeout=5)
-    for _ in range(100):
-        if accepted:
-            break
-        time.sleep(0.01)
-    conn = accepted[0]
+def test_replies_route_to_their_requests(connected: tuple[Agent, socket.socket]) -> None:
+    a, conn = connected
     first = a.submit("ping")
     second = a.submit("ping")
     lines = b""
@@ -103,4 +78,3 @@ def test_replies_route_to_their_requests(listener: tuple[str, list[socket.socket
         conn.sendall(json.dumps({"id": req_id, "boot_id": f"b{req_id}"}).encode() + b"\n")
     assert first.result(5)["boot_id"] == f"b{ids[0]}"
     assert second.result(5)["boot_id"] == f"b{ids[1]}"
-    a.close()
