@@ -46,6 +46,9 @@ DOCKER_CTR_ADDR = "172.17.0.2/16"
 # neighbour entry for the kernel's 3 x 1 s retransmits, which quantised hot-plug
 # measurements to ~3.1 s: an ENI's router port retries every 50 ms instead.
 NEIGH_RETRANS_MS = "50"
+# wait_reachable's probe cadence per (source, address): the resolution of every
+# "reachable after" figure. Probes overlap, so a lost SYN costs nothing.
+PROBE_EVERY = 0.1
 
 
 PRIMARY_MAC = "02:00:0a:00:01:0a"
@@ -306,19 +309,35 @@ class VpcGuest:
     ) -> Reach:
         """Probe every (source, address) pair until each has echoed once, then confirm
         all of them in one more round. `seconds` counts from `since` (a monotonic time,
-        e.g. just before the QMP device_add; default: now) to the last first success."""
+        e.g. just before the QMP device_add; default: now) to the last first success.
+
+        A new probe starts every PROBE_EVERY while the older ones still wait: a SYN that
+        reached the guest before the address (or the rule its answer needs) is lost,
+        and TCP would resend it only after 1 s; one probe at a time, each waiting out
+        its timeout, measured in steps of `probe_timeout` (0.7 s) instead."""
         srcs = dict(sources or self.sources())
         start = time.monotonic() if since is None else since
         deadline = time.monotonic() + timeout
         first: dict[tuple[str, str], float] = {}
+        lock = threading.Lock()
 
         def chase(name: str, ns: str, addr: str) -> None:
-            while time.monotonic() < deadline:
-                t = time.monotonic()
+            answered = threading.Event()
+
+            def one() -> None:
                 if self.fabric.probe(ns, addr, timeout=probe_timeout):
-                    first[(name, addr)] = time.monotonic()
-                    return
-                time.sleep(max(0.0, 0.1 - (time.monotonic() - t)))
+                    with lock:
+                        first.setdefault((name, addr), time.monotonic())
+                    answered.set()
+
+            probes: list[threading.Thread] = []
+            while not answered.is_set() and time.monotonic() < deadline:
+                probes = [t for t in probes if t.is_alive()]
+                probes.append(threading.Thread(target=one, daemon=True))
+                probes[-1].start()
+                answered.wait(PROBE_EVERY)
+            for t in probes:
+                t.join()  # each bounded by its own timeout
 
         pairs = [(n, ns, a) for n, ns in srcs.items() for a in addrs]
         threads = [threading.Thread(target=chase, args=p, daemon=True) for p in pairs]

@@ -171,6 +171,141 @@ def test_nm_failure_is_retryable_and_stops(tmp_path: Path) -> None:
     assert err.value.retryable and len(calls) == 1
 
 
+class FakeNm:
+    """A Runner that answers busctl's calls as NetworkManager would (nm_bus.py's
+    formats); `autoconnect` says after how many looks at the device, counted from the
+    load, NetworkManager has activated our freshly loaded profile (None: never)."""
+
+    def __init__(self, active: str = "", known: bool = True, autoconnect: Optional[int] = 1):
+        self.calls: list[tuple[str, ...]] = []
+        self.active = active
+        self.known = known
+        self.autoconnect = autoconnect
+        self.loaded = False
+        self.looks_after_load = 0
+
+    def __call__(self, argv: Sequence[str], timeout: float) -> str:
+        call = tuple(argv)
+        self.calls.append(call)
+        if call[0] == "nmcli":
+            return ""
+        method = call[-1] if call[2] == "get-property" else call[6]
+        if method == "LoadConnections":
+            self.loaded = True
+            return "bas true 0\n"
+        if method == "GetDeviceByIpIface":
+            if self.loaded:
+                self.looks_after_load += 1
+                if self.autoconnect is not None and self.looks_after_load >= self.autoconnect:
+                    self.known, self.active = True, UUID6
+            if not self.known:
+                raise ApplyFailed("busctl: exit 1: No device found for the requested iface.")
+            return 'o "/org/freedesktop/NetworkManager/Devices/5"\n'
+        if method == "ActiveConnection":
+            return (
+                'o "/org/freedesktop/NetworkManager/ActiveConnection/3"\n'
+                if self.active
+                else 'o "/"\n'
+            )
+        if method == "Uuid":
+            return f's "{self.active}"\n'
+        return ""
+
+    def methods(self) -> list[str]:
+        out = []
+        for c in self.calls:
+            if c[0] == "nmcli":
+                out.append(" ".join(c[1:]))
+            else:
+                out.append(c[-1] if c[2] == "get-property" else c[6])
+        return out
+
+
+LOOK = ["GetDeviceByIpIface", "ActiveConnection"]
+
+
+def bus_activate(tmp_path: Path, nm: FakeNm, created: bool = True, wait: float = 2.0) -> None:
+    path = keyfile(tmp_path, "ens6", UUID6)
+    act = Activation("ens6", (path,), (), (path,) if created else ())
+    NmActivator(nm, tmp_path / "conf", bus=True, autoconnect_wait=wait).activate(
+        [act], ADD, FakeKernel()
+    )
+
+
+def test_nm_bus_hotplug_is_one_load_and_networkmanagers_own_autoconnect(
+    tmp_path: Path,
+) -> None:
+    nm = FakeNm(active="")
+    bus_activate(tmp_path, nm)
+    # A profile NetworkManager never had: the load comes first (nothing to ask before),
+    # NetworkManager activates what it just read; no reapply of the same, no
+    # `connection up` restarting that activation, no nmcli.
+    assert nm.methods() == ["LoadConnections", *LOOK, "Uuid"]
+    assert nm.calls[0][-3:] == ("as", "1", str(tmp_path / "ec2net-ens6.nmconnection"))
+
+
+def test_nm_bus_device_not_known_yet_is_waited_for(tmp_path: Path) -> None:
+    nm = FakeNm(known=False, autoconnect=3)
+    bus_activate(tmp_path, nm)
+    assert nm.methods() == [
+        "LoadConnections",
+        "GetDeviceByIpIface",
+        "GetDeviceByIpIface",
+        *LOOK,
+        "Uuid",
+    ]
+
+
+def test_nm_bus_changed_profile_already_active_is_reapplied(tmp_path: Path) -> None:
+    nm = FakeNm(active=UUID6, autoconnect=None)
+    bus_activate(tmp_path, nm, created=False)
+    # asked before the load: the version NetworkManager applies is the older one
+    assert nm.methods() == [*LOOK, "Uuid", "LoadConnections", "Reapply"]
+    assert nm.calls[-1][4] == "/org/freedesktop/NetworkManager/Devices/5"
+
+
+def test_nm_bus_changed_profile_on_an_idle_device_is_autoconnected(tmp_path: Path) -> None:
+    nm = FakeNm(active="", autoconnect=1)
+    bus_activate(tmp_path, nm, created=False)
+    assert nm.methods() == [*LOOK, "LoadConnections", *LOOK, "Uuid"]
+
+
+def test_nm_bus_device_held_by_another_profile_is_taken_with_connection_up(
+    tmp_path: Path,
+) -> None:
+    up = f"--wait 30 connection up uuid {UUID6}"
+    for created in (True, False):
+        nm = FakeNm(active=UUID7, autoconnect=None)
+        bus_activate(tmp_path, nm, created=created)
+        methods = nm.methods()
+        assert methods[-1] == up and methods.count(up) == 1
+        assert "Reapply" not in methods and methods.count("GetDeviceByIpIface") == 1
+
+
+def test_nm_bus_no_autoconnect_in_time_means_connection_up(tmp_path: Path) -> None:
+    nm = FakeNm(active="", autoconnect=None)
+    bus_activate(tmp_path, nm, wait=0.2)
+    methods = nm.methods()
+    assert methods[:3] == ["LoadConnections", *LOOK]
+    assert methods[-1] == f"--wait 30 connection up uuid {UUID6}"
+    assert methods.count("GetDeviceByIpIface") >= 3  # it looked again until the deadline
+
+
+def test_nm_bus_profiles_networkmanager_could_not_load_fail_retryably(tmp_path: Path) -> None:
+    path = keyfile(tmp_path, "ens6", UUID6)
+
+    def run(argv: Sequence[str], timeout: float) -> str:
+        if "LoadConnections" in argv:
+            return f'bas true 1 "{path}"\n'
+        return 'o "/"\n' if "ActiveConnection" in argv else 'o "/org/x/Devices/5"\n'
+
+    with pytest.raises(ApplyFailed) as err:
+        NmActivator(run, tmp_path / "conf", bus=True).activate(
+            [Activation("ens6", (path,), (), (path,))], ADD, FakeKernel()
+        )
+    assert err.value.retryable and str(path) in str(err.value)
+
+
 # --- network-scripts (ifcfg) -----------------------------------------------------
 
 IFCFG = Path("/etc/sysconfig/network-scripts/ifcfg-ens6")

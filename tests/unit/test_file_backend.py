@@ -73,12 +73,15 @@ def test_only_changed_files_are_activated(tmp_path: Path) -> None:
     fb.apply(ChangeSet(()), wanted)
     first = written(manager)
     assert first and all(first.values())
+    # new files: the manager has never seen them
+    assert all(a.created == a.written for a in manager.activations[-1])
     fb.apply(ChangeSet(()), wanted)
     assert manager.activations[-1] == []  # unchanged: the manager is not disturbed
     path = next(iter(fb.ours()))
     path.write_text(path.read_text() + "# edited\n")
     fb.apply(ChangeSet(()), wanted)
     assert [a.written for a in manager.activations[-1]] == [(path,)]
+    assert manager.activations[-1][0].created == ()  # rewritten: the manager has a copy
     assert "# edited" not in path.read_text()
 
 
@@ -137,6 +140,8 @@ def test_files_the_manager_failed_to_take_are_activated_again(tmp_path: Path) ->
     with pytest.raises(ApplyFailed):
         fb.apply(ChangeSet(()), wanted)
     assert fb.ours() == {}  # nothing left that would read as "already applied"
+    # ... and the manager forgot whatever it read of them: absent file, no copy
+    assert sorted(manager.released) == sorted(p for a in calls[0] for p in a.written)
     del manager.activate
     fb.apply(ChangeSet(()), wanted)
     assert {a.ifname for a in manager.activations[-1]} == {a.ifname for a in calls[0]}

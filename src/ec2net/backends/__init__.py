@@ -19,6 +19,7 @@ when a backend is opened.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,7 +59,7 @@ def _networkd_activator(settings: Settings) -> Activator:
 def _nm_activator(settings: Settings) -> Activator:
     from ec2net.backends.activators import NmActivator  # noqa: PLC0415
 
-    return NmActivator()
+    return NmActivator(bus=shutil.which("busctl") is not None)
 
 
 DESCRIPTORS: tuple[Descriptor, ...] = (

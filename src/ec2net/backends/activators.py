@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Optional, Protocol
 
 from ec2net import cancel
+from ec2net.backends import nm_bus
 from ec2net.backends.base import ApplyReport
 from ec2net.errors import ApplyFailed
 from ec2net.model import ChangeSet, Link, Op
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 COMMAND_TIMEOUT = 30.0
 IFUP_TIMEOUT = 60.0  # dhclient's first lease
 NM_UP_WAIT = 30  # nmcli --wait for `connection up`; its own timeout a little longer
+# NetworkManager autoconnects a freshly loaded profile on an idle device within
+# milliseconds; past this, ec2net activates it itself (e.g. autoconnect blocked).
+NM_AUTOCONNECT_WAIT = 2.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,9 @@ class Activation:
     ifname: str  # "" for orphan files
     written: tuple[Path, ...]
     removed: tuple[Path, ...]
+    # the written files that did not exist before: the manager has no older copy of
+    # them (a file the manager never took is released before it is removed, files.py)
+    created: tuple[Path, ...] = ()
 
 
 class Kernel(Protocol):
@@ -168,9 +175,21 @@ SYSCTL_IPV6_CONF = Path("/proc/sys/net/ipv6/conf")
 
 
 class NmActivator:
-    def __init__(self, runner: Runner = run, ipv6_conf: Path = SYSCTL_IPV6_CONF) -> None:
+    """With `bus` (busctl present), the hot path talks to NetworkManager's D-Bus API
+    through busctl (nm_bus.py); nmcli stays for `connection up` (its --wait follows the
+    activation to its end) and for removal. Without busctl, nmcli does it all."""
+
+    def __init__(
+        self,
+        runner: Runner = run,
+        ipv6_conf: Path = SYSCTL_IPV6_CONF,
+        bus: bool = False,
+        autoconnect_wait: float = NM_AUTOCONNECT_WAIT,
+    ) -> None:
         self.run = runner
         self.ipv6_conf = ipv6_conf
+        self.bus = bus
+        self.autoconnect_wait = autoconnect_wait
 
     def release(self, paths: Sequence[Path]) -> None:
         if not paths:
@@ -190,24 +209,95 @@ class NmActivator:
     def activate(
         self, activations: Sequence[Activation], changes: ChangeSet, kernel: Kernel
     ) -> ApplyReport:
-        written = [p for a in activations for p in a.written]
+        if self.bus:
+            self._activate_bus(activations)
+        else:
+            self._activate_nmcli(activations)
+        return _assumed(changes)
+
+    def _profiles(self, activations: Sequence[Activation]) -> list[tuple[str, str]]:
+        """(interface, profile uuid) per ENI whose keyfile was written; DAD off on each
+        before NetworkManager gets the profile."""
+        out = []
         for act in activations:
             if act.ifname and act.written:
                 skip_dad(self.ipv6_conf, act.ifname)
-        if written:
-            self.run(["nmcli", "connection", "load", *map(str, written)], COMMAND_TIMEOUT)
-        for act in activations:
             # One keyfile per ENI: one look at the device each.
             uuid = next((u for u in map(_profile_uuid, act.written) if u), "")
-            if not act.ifname or not uuid:
-                continue
-            show = ["nmcli", "-g", "GENERAL.CON-UUID", "device", "show", act.ifname]
+            if act.ifname and uuid:
+                out.append((act.ifname, uuid))
+        return out
+
+    def _activate_nmcli(self, activations: Sequence[Activation]) -> None:
+        profiles = self._profiles(activations)
+        written = [p for a in activations for p in a.written]
+        if written:
+            self.run(["nmcli", "connection", "load", *map(str, written)], COMMAND_TIMEOUT)
+        for ifname, uuid in profiles:
+            show = ["nmcli", "-g", "GENERAL.CON-UUID", "device", "show", ifname]
             if self.run(show, COMMAND_TIMEOUT).strip() == uuid:
-                self.run(["nmcli", "device", "reapply", act.ifname], COMMAND_TIMEOUT)
+                self.run(["nmcli", "device", "reapply", ifname], COMMAND_TIMEOUT)
             else:
-                up = ["nmcli", "--wait", str(NM_UP_WAIT), "connection", "up", "uuid", uuid]
-                self.run(up, NM_UP_WAIT + 10.0)
-        return _assumed(changes)
+                self._connection_up(uuid)
+
+    def _activate_bus(self, activations: Sequence[Activation]) -> None:
+        """A profile NetworkManager has never seen (our file is new: a hot-plug) is
+        autoconnected by NetworkManager as soon as it is loaded (autoconnect, priority
+        100), in the version just loaded; a `connection up` on top would restart that
+        activation. So: load, then wait (bounded) for the autoconnect, else `connection
+        up`; a device another profile holds takes `connection up` at once. For a
+        changed file, what was active *before* the load decides: our older version is
+        reapplied (no bounce), anything else takes `connection up` as above."""
+        profiles = self._profiles(activations)
+        created = {p for a in activations for p in a.created}
+        fresh = {a.ifname for a in activations if a.written and set(a.written) <= created}
+        before = {i: self._device_state(i) for i, _ in profiles if i not in fresh}
+        written = [p for a in activations for p in a.written]
+        if written:
+            failures = nm_bus.parse_load(self.run(nm_bus.load_argv(written), COMMAND_TIMEOUT))
+            if failures:
+                raise ApplyFailed(f"NetworkManager could not load {', '.join(failures)}")
+        for ifname, uuid in profiles:
+            device, active = before.get(ifname) or self._device_state(ifname)
+            if active == uuid and ifname not in fresh:
+                self.run(nm_bus.reapply_argv(device), COMMAND_TIMEOUT)
+            elif active == uuid:
+                continue  # autoconnected already, in the version just loaded
+            elif active or not self._autoconnected(ifname, uuid):
+                self._connection_up(uuid)
+
+    def _device_state(self, ifname: str) -> tuple[str, str]:
+        """The device's object path and the uuid of its active profile ("" if none);
+        ("", "") while NetworkManager does not know the device yet (a fresh hot-plug
+        it is still taking in): it autoconnects our profile once it does."""
+        try:
+            out = self.run(nm_bus.device_argv(ifname), COMMAND_TIMEOUT)
+        except ApplyFailed as exc:
+            log.debug("%s: %s", ifname, exc)
+            return "", ""
+        device = nm_bus.parse_object(out)
+        return device, self._active_uuid(device)
+
+    def _active_uuid(self, device: str) -> str:
+        out = self.run(nm_bus.active_connection_argv(device), COMMAND_TIMEOUT)
+        active = nm_bus.parse_object(out)
+        if active == nm_bus.NO_OBJECT:
+            return ""
+        return nm_bus.parse_string(self.run(nm_bus.uuid_argv(active), COMMAND_TIMEOUT))
+
+    def _autoconnected(self, ifname: str, uuid: str) -> bool:
+        deadline = time.monotonic() + self.autoconnect_wait
+        while True:
+            if self._device_state(ifname)[1] == uuid:
+                return True
+            if time.monotonic() >= deadline:
+                log.info("%s: NetworkManager did not autoconnect %s", ifname, uuid)
+                return False
+            cancel.pause(0.05)
+
+    def _connection_up(self, uuid: str) -> None:
+        up = ["nmcli", "--wait", str(NM_UP_WAIT), "connection", "up", "uuid", uuid]
+        self.run(up, NM_UP_WAIT + 10.0)
 
 
 def skip_dad(ipv6_conf: Path, ifname: str) -> bool:

@@ -142,7 +142,8 @@ class FileBackend:
             written = self._write(intent.ifname, wanted)
             self._remove(intent.ifname, stale)
             if written or stale:
-                activations.append(Activation(intent.ifname, written, tuple(stale)))
+                created = tuple(p for p in written if p not in on_disk)
+                activations.append(Activation(intent.ifname, written, tuple(stale), created))
         # Orphans: ours, for a MAC that is neither here nor being handled (a crash
         # between writing and recording). Nothing can match them, but tidy up.
         handled = {i.mac for i in intents}
@@ -157,7 +158,13 @@ class FileBackend:
         except ApplyFailed:
             # The manager never took these files: remove them, so the next run writes
             # them again and activates them then (unchanged files are never activated).
+            # Released first: a manager that did read them (NetworkManager loaded the
+            # profile, then `connection up` failed) forgets them too, so a file of ours
+            # that does not exist is one the manager has no copy of (Activation.created).
             for act in activations:
+                if act.written:
+                    with contextlib.suppress(ApplyFailed):
+                        self.activator.release(act.written)
                 self._remove(act.ifname, act.written)
             raise
         if self.kernel.managed:
