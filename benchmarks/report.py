@@ -175,7 +175,9 @@ def qemu_text(qemu: dict[str, Any]) -> str:
         "TCP from the client and the peer through the source/destination check. The "
         "floor is measured in the same guest with ec2net disabled: a udev RUN handler "
         "that applies the ENI's objects, known in advance, with one `ip -batch` per "
-        "family (no IMDS, no manager): the fastest anything can be on that OS.\n\n"
+        "family (no IMDS, no manager): the fastest anything can be on that OS. A new "
+        "probe of each address starts every 100 ms while older ones wait, so a figure "
+        "is the first answer, to about 0.1 s (systest/README.md).\n\n"
         + _table(rows[0], rows[1:])
         + "\n\n![hot-plug](perf/hotplug.png)\n"
     )

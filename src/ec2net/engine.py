@@ -110,13 +110,6 @@ class Engine:
     def link_skip(self, link: Link) -> Optional[Skip]:
         return link_skip(link, self.settings, self.backend, self.primary_mac())
 
-    def fetch(self, link: Link) -> Optional[EniMetadata]:
-        """The metadata `up` would read for this link, read now and without the ENI's
-        lock (reads only); None for a link `up` would skip without reading IMDS."""
-        if self.link_skip(link) is not None:
-            return None
-        return self._wait(link.mac, link.index)
-
     def _wait(self, mac: str, index: Optional[int] = None) -> EniMetadata:
         """The ENI's metadata once IMDS lists it; given the link's ifindex, the wait
         ends as soon as that link is gone."""
@@ -151,13 +144,11 @@ class Engine:
         dry_run: bool = False,
         fresh_within: float = 0.0,
         take_over: bool = False,
-        eni: Optional[EniMetadata] = None,
     ) -> Result:
         """Configure one ENI. With `fresh_within`, an ENI whose record on this very link
         is younger than that many seconds is taken as done (another trigger just did
         it), sparing the IMDS reads. `take_over`: replace another tool's routes and
-        rules in the ENI's table instead of leaving the ENI to it (foreign.py). `eni`:
-        this link's metadata, read moments ago (`fetch`), instead of reading it here."""
+        rules in the ENI's table instead of leaving the ENI to it (foreign.py)."""
         link = self._link(ifname)
         skip = self.link_skip(link)
         with self._locked([link.mac]):
@@ -173,18 +164,17 @@ class Engine:
             ):
                 return Result(ifname, Action.UNCHANGED, detail="configured moments ago")
             if skip is None:
-                meta = eni if eni is not None and eni.mac == link.mac else None
-                meta = meta or self._wait(link.mac, link.index)
-                journal.remember(ifname, meta.mac, meta.eni_id)
-                skip = eni_skip(meta, self.settings, self.backend)
-                if skip is None:
-                    return self._one(self.want(meta, record, take_over=take_over), dry_run)
-            if record is None:
-                log.log(logging.DEBUG if skip.quiet else logging.INFO,
-                        "%s: skipped: %s", ifname, skip.reason)  # fmt: skip
-                return Result(ifname, Action.SKIPPED, detail=skip.reason)
-            log.info("%s: %s; removing what ec2net configured before", ifname, skip.reason)
-            return self._one(Want(link.mac, None, record), dry_run)
+                eni = self._wait(link.mac, link.index)
+                journal.remember(ifname, eni.mac, eni.eni_id)
+                skip = eni_skip(eni, self.settings, self.backend)
+            if skip is not None:
+                if record is None:
+                    log.log(logging.DEBUG if skip.quiet else logging.INFO,
+                            "%s: skipped: %s", ifname, skip.reason)  # fmt: skip
+                    return Result(ifname, Action.SKIPPED, detail=skip.reason)
+                log.info("%s: %s; removing what ec2net configured before", ifname, skip.reason)
+                return self._one(Want(link.mac, None, record), dry_run)
+            return self._one(self.want(eni, record, take_over=take_over), dry_run)
 
     def reconverge(self, ifname: str) -> Result:
         """Converge a configured ENI again from what its record knows, without IMDS: the

@@ -55,11 +55,9 @@ from ec2net.errors import (
 )
 from ec2net.imds import ImdsClient
 from ec2net.metrics import DaemonCounters, JobKind
-from ec2net.model import Link
 from ec2net.sdnotify import notify, watchdog_interval
 from ec2net.state import Store, write_if_changed
 from ec2net.status import collect
-from ec2net.udev import Udev
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +77,6 @@ RESYNC_EVERY = 1.0
 # While a job is queued behind another for the same ENI, the loop looks at least this
 # often whether it can start (the end-of-job wake is the fast path).
 PENDING_POLL = 0.5
-# How long a new link's `up` waits for udev to finish with it (its rename); udev takes
-# well under a second, longer only when the host is starved.
-UDEV_WAIT = 3.0
 
 
 class Daemon:
@@ -477,34 +472,17 @@ def _log_results(done: object) -> None:
         log.info("%s", "\n".join(results.lines(r)))
 
 
-def _up_by_index(engine: Engine, index: int, udev: Optional[Udev] = None) -> Optional[Result]:
+def _up_by_index(engine: Engine, index: int) -> Optional[Result]:
     """Configure the link with this index under the name it has NOW: a new NIC is
-    often renamed (eth0 -> ens6) right after the event that announced it. While udev
-    is still at it, the ENI's metadata is read meanwhile (by MAC), and the name is taken
-    once udev is done (bounded: past UDEV_WAIT, the name it has then)."""
-    udev = udev or Udev()
-    link = _link_by_index(engine, index)
-    eni = None
-    if link is not None and udev.processing(index, link.name):
-        with contextlib.suppress(InterfaceGone):  # then `up` reads IMDS itself
-            eni = engine.fetch(link)
-        if not udev.wait(index, UDEV_WAIT):
-            log.info("%s: udev has not finished with the link; configuring it now", link.name)
-        link = _link_by_index(engine, index)
-    for _ in range(2):
-        if link is None:
-            return None
-        try:
-            return engine.up(link.name, fresh_within=FRESH_WITHIN, eni=eni)
-        except InterfaceGone as err:  # detached, or renamed since it was looked up
-            log.info("%s", err)
-            renamed = _link_by_index(engine, index)
-            link = renamed if renamed is not None and renamed.name != link.name else None
-    return None
-
-
-def _link_by_index(engine: Engine, index: int) -> Optional[Link]:
-    return next((ln for ln in engine.backend.links() if ln.index == index), None)
+    often renamed (eth0 -> ens6) right after the event that announced it."""
+    link = next((ln for ln in engine.backend.links() if ln.index == index), None)
+    if link is None:
+        return None
+    try:
+        return engine.up(link.name, fresh_within=FRESH_WITHIN)
+    except InterfaceGone as err:  # detached (or renamed: its event comes next)
+        log.info("%s", err)
+        return None
 
 
 def _drain(sock: socket.socket) -> None:
