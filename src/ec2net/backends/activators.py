@@ -249,8 +249,7 @@ class NmActivator:
         changed file, what was active *before* the load decides: our older version is
         reapplied (no bounce), anything else takes `connection up` as above."""
         profiles = self._profiles(activations)
-        created = {p for a in activations for p in a.created}
-        fresh = {a.ifname for a in activations if a.written and set(a.written) <= created}
+        fresh = {a.ifname for a in activations if a.written and a.created == a.written}
         before = {i: self._device_state(i) for i, _ in profiles if i not in fresh}
         written = [p for a in activations for p in a.written]
         if written:
@@ -259,10 +258,9 @@ class NmActivator:
                 raise ApplyFailed(f"NetworkManager could not load {', '.join(failures)}")
         for ifname, uuid in profiles:
             device, active = before.get(ifname) or self._device_state(ifname)
-            if active == uuid and ifname not in fresh:
-                self.run(nm_bus.reapply_argv(device), COMMAND_TIMEOUT)
-            elif active == uuid:
-                continue  # autoconnected already, in the version just loaded
+            if active == uuid:
+                if ifname not in fresh:  # else autoconnected already, in this version
+                    self.run(nm_bus.reapply_argv(device), COMMAND_TIMEOUT)
             elif active or not self._autoconnected(ifname, uuid):
                 self._connection_up(uuid)
 
