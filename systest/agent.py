@@ -15,7 +15,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
@@ -196,8 +196,13 @@ class Agent:
         with self._lock:
             self._pending.pop(pending.req_id, None)
 
-    def wait_ready(self, timeout: float) -> float:
-        """Ping until the guest agent answers; returns the seconds waited."""
+    def wait_ready(
+        self, timeout: float, give_up: Optional[Callable[[], Optional[str]]] = None
+    ) -> float:
+        """Ping until the guest agent answers; returns the seconds waited.
+
+        ``give_up`` is asked between pings: a reason it returns (the guest's kernel
+        panicked, QEMU ended) ends the wait at once rather than at its deadline."""
         start = time.monotonic()
         deadline = start + timeout
         if self._sock is None:
@@ -220,6 +225,9 @@ class Agent:
                     return time.monotonic() - start
                 except AgentError:
                     self._forget(pending)
+            reason = give_up() if give_up is not None else None
+            if reason is not None:
+                raise AgentError(f"guest agent not ready: {reason}")
             if time.monotonic() >= deadline:
                 raise AgentError(f"guest agent not ready within {timeout} s") from None
 

@@ -18,7 +18,7 @@ from typing import Optional
 from systest import netns
 from systest.image import Image
 from systest.netns import Dnsmasq
-from systest.qemu import BootInfo, Vm
+from systest.qemu import BootInfo, Vm, first_boot
 
 PRIMARY_MAC = "02:00:00:00:00:05"
 
@@ -84,13 +84,19 @@ def booted_vm(
     boot_timeout: float = 300.0,
 ) -> Iterator[tuple[Vm, BootInfo]]:
     """Boot ``image`` in ``ns`` and wait for systemd; QEMU is always stopped on exit."""
-    vm = Vm(image, ns, workdir, primary_tap, primary_mac)
-    try:
+    vms: list[Vm] = []
+
+    def launch() -> Vm:
+        vm = Vm(image, ns, workdir, primary_tap, primary_mac)
+        vms.append(vm)
         vm.start()
-        info = vm.wait_booted(boot_timeout)
-        yield vm, info
+        return vm
+
+    try:
+        yield first_boot(launch, boot_timeout)
     finally:
-        vm.stop()
+        for vm in vms:
+            vm.stop()
 
 
 def remove_workdir(workdir: Path) -> None:

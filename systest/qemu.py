@@ -17,11 +17,12 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from systest.agent import Agent, AgentError
 from systest.guest_files import AGENT_PORT_NAME
@@ -34,6 +35,11 @@ KVM_ACCEL = ["-accel", "kvm", "-cpu", "host"]
 
 PRIMARY_SLOT = 5
 HOTPLUG_SLOTS = range(6, 32)
+# What a kernel prints when it stops for good; seen once under TCG while unpacking the
+# initramfs (a fault in a timer interrupt), on a first boot that nothing had touched.
+PANIC_MARK = b"Kernel panic - not syncing"
+# The console's end searched for it: a panic's own report is a few KiB.
+PANIC_SCAN_BYTES = 64 * 1024
 KERNEL_APPEND = (
     "root=/dev/vda rw console=ttyS0,115200 loglevel=4 systemd.show_status=auto random.trust_cpu=on"
 )
@@ -209,6 +215,7 @@ class Vm:
     def start(self) -> None:
         for sock in (self.qmp_socket, self.agent_socket):
             sock.unlink(missing_ok=True)
+        self._keep_earlier_console()
         argv = self.argv()
         (self.workdir / "qemu.argv").write_text(json.dumps(argv) + "\n")
         self.started_at = time.monotonic()
@@ -223,14 +230,34 @@ class Vm:
         except (QmpError, AgentError) as exc:
             raise VmError(f"QEMU did not come up: {exc}\n{self.diagnostics()}") from exc
 
+    def _keep_earlier_console(self) -> None:
+        # An earlier boot's console (a failed first boot's) stays readable, and its
+        # panic is not taken for this boot's.
+        with contextlib.suppress(FileNotFoundError):
+            self.console_log.replace(self.console_log.with_suffix(".prev.log"))
+
     def wait_booted(self, timeout: float = 300.0) -> BootInfo:
         """Wait for the agent, then for systemd to finish booting (running/degraded)."""
         deadline = self.started_at + timeout
         try:
-            self.agent.wait_ready(max(1.0, deadline - time.monotonic()))
+            self.agent.wait_ready(max(1.0, deadline - time.monotonic()), self.boot_failure)
         except AgentError as exc:
             raise VmError(f"guest did not boot: {exc}\n{self.diagnostics()}") from exc
         return self._wait_running(deadline)
+
+    def boot_failure(self) -> Optional[str]:
+        """Why this boot can no longer come up (QEMU ended, the kernel panicked), or None."""
+        proc = self._proc
+        if proc is not None and proc.poll() is not None:
+            return f"QEMU ended (exit status {proc.returncode})"
+        try:
+            with self.console_log.open("rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - PANIC_SCAN_BYTES))
+                if PANIC_MARK in f.read():
+                    return "the guest kernel panicked"
+        except OSError:
+            pass
+        return None
 
     def reboot(self, timeout: float = 300.0) -> BootInfo:
         """``systemctl reboot`` in the guest (needs ``allow_reboot``); waits for the new
@@ -243,7 +270,7 @@ class Vm:
         deadline = self.started_at + timeout
         while True:
             try:
-                self.agent.wait_ready(max(1.0, deadline - time.monotonic()))
+                self.agent.wait_ready(max(1.0, deadline - time.monotonic()), self.boot_failure)
             except AgentError as exc:
                 raise VmError(f"guest did not come back: {exc}\n{self.diagnostics()}") from exc
             if self.agent.boot_id != old:
@@ -368,3 +395,19 @@ class Vm:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def first_boot(launch: Callable[[], Vm], timeout: float = 300.0) -> tuple[Vm, BootInfo]:
+    """Start a guest with ``launch`` and wait for it to boot, booting once more if it
+    does not come up. Only for a first boot: nothing of ec2net's runs in it yet (it is
+    installed afterwards), so a guest that fails there failed by TCG or the host (a
+    kernel panic while unpacking the initramfs was seen once). A reboot is never retried.
+    """
+    vm = launch()
+    try:
+        return vm, vm.wait_booted(timeout)
+    except VmError as exc:
+        print(f"\n[systest] first boot failed, booting again: {exc}", file=sys.stderr)
+        vm.stop()
+    vm = launch()
+    return vm, vm.wait_booted(timeout)

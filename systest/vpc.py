@@ -17,7 +17,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -34,7 +33,7 @@ from systest import cloud_guest
 from systest.agent import Agent
 from systest.guest_files import ECHO_PORT, GUEST_TOOLS_PATH
 from systest.image import Image, eth_names
-from systest.qemu import HOTPLUG_SLOTS, BootInfo, Vm, VmError
+from systest.qemu import HOTPLUG_SLOTS, BootInfo, Vm, first_boot
 
 LABEL = "systest"
 CONTAINER_NS = "systest-ctr"
@@ -199,16 +198,7 @@ class VpcGuest:
                 self.fabric.state.save()
                 return vm
 
-            vm = launch()
-            try:
-                self.boot = vm.wait_booted(boot_timeout)
-            except VmError as exc:
-                # The first boot runs nothing of ec2net's (it is installed afterwards),
-                # so a guest that does not come up is TCG's or the host's trouble: one
-                # more try, with the first one's diagnostics printed.
-                print(f"\n[systest] first boot failed, booting again: {exc}", file=sys.stderr)
-                vm.stop()
-                self.boot = launch().wait_booted(boot_timeout)
+            _, self.boot = first_boot(launch, boot_timeout)
             return self.boot
         except BaseException:
             self.stop()
