@@ -27,15 +27,23 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 from urllib.parse import urlsplit
 
 from ec2net import cancel, rundir
 from ec2net.config import Settings
-from ec2net.errors import ImdsAbsent, ImdsError, ImdsFatal, ImdsTransient, MetadataError
+from ec2net.errors import (
+    Ec2NetError,
+    ImdsAbsent,
+    ImdsError,
+    ImdsFatal,
+    ImdsTransient,
+    MetadataError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,8 @@ BACKOFF_CAP = 2.0
 # Meta-data values are small (the longest list a real ENI has is ~4 KB); reading a
 # larger answer whole would only let a broken server fill memory.
 MAX_BODY = 256 * 1024
+# Requests `get_many` has in flight at once: an ENI's keys (11 at most) in one round trip.
+PARALLEL = 12
 SO_MARK = getattr(socket, "SO_MARK", 36)  # Linux; not exported by every Python build
 # connect() errors meaning a route forbids the destination (`prohibit` gives EACCES):
 # what a locked-down IMDS looks like to an unmarked socket.
@@ -225,6 +235,28 @@ class ImdsClient:
         """GET meta-data/PATH. Raises ImdsAbsent on 404, ImdsTransient after the
         retries are spent, ImdsFatal when IMDS refuses us."""
         return decode_body(path, self._with_retries(lambda: self._get_once(META + path)))
+
+    def get_many(self, paths: Sequence[str]) -> list[Union[str, Ec2NetError]]:
+        """GET each of `paths` at once: in order, each one's text or the error `get`
+        raised for it (the caller decides which error counts). The requests overlap:
+        IMDS answers each at once, so the time of a sequence of them is round trips
+        spent one after another. Each request keeps to the calling thread's budget."""
+        if len(paths) < 2:
+            return [self._answer(p) for p in paths]
+        deadline = self._budget.deadline
+
+        def one(path: str) -> Union[str, Ec2NetError]:
+            self._budget.deadline = deadline  # the worker's own (thread-local) budget
+            return self._answer(path)
+
+        with ThreadPoolExecutor(min(len(paths), PARALLEL), "imds") as pool:
+            return list(pool.map(one, paths))
+
+    def _answer(self, path: str) -> Union[str, Ec2NetError]:
+        try:
+            return self.get(path)
+        except Ec2NetError as err:  # ImdsError, MetadataError, Cancelled
+            return err
 
     @contextlib.contextmanager
     def budget(self, seconds: float) -> Iterator[None]:

@@ -337,15 +337,17 @@ def _read_keys(
 ) -> dict[str, str]:
     """Each key's text. A 404 on a key the listing just named is an attachment still
     settling (ImdsNotYet); with `listed` false the ImdsAbsent is the caller's."""
+    answers = client.get_many([f"network/interfaces/macs/{mac}/{key}" for key in keys])
     raw: dict[str, str] = {}
-    for key in keys:
-        try:
-            raw[key] = client.get(f"network/interfaces/macs/{mac}/{key}")
-        except ImdsAbsent:
+    for key, answer in zip(keys, answers):  # the first key's error counts, as in a sequence
+        if isinstance(answer, ImdsAbsent):
             if not listed:
-                raise
+                raise answer
             # Listed a moment ago, gone now: the attachment is still settling.
             raise ImdsNotYet(f"{mac}: {key} listed but not readable yet") from None
+        if isinstance(answer, BaseException):
+            raise answer
+        raw[key] = answer
     return raw
 
 

@@ -9,6 +9,7 @@ changes. `FakeImds` serves an IMDS tree from a dict.
 from __future__ import annotations
 
 import ipaddress
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -133,9 +134,11 @@ class FakeImds(ImdsClient):
         super().__init__(("http://127.0.0.1:9",), sleep=lambda s: None)
         self.tree: dict[str, str] = {"mac": PRIMARY_MAC, **(tree or {})}
         self.requests = 0
+        self._count = threading.Lock()  # get_many's requests overlap
 
     def get(self, path: str) -> str:
-        self.requests += 1
+        with self._count:
+            self.requests += 1
         if path in self.tree:
             return self.tree[path]
         prefix = path if path.endswith("/") else path + "/"

@@ -12,13 +12,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from ec2net import cancel
+from ec2net import cancel, metadata
 from ec2net import imds as imds_mod
 from ec2net.config import Settings
 from ec2net.errors import ImdsAbsent, ImdsFatal, ImdsNotYet, ImdsTransient, MetadataError
@@ -393,3 +393,104 @@ def test_a_refused_token_is_dropped_only_if_nobody_replaced_it(tmp_path: Path) -
     assert client._token is new and cache.exists()
     client._drop_token("new-token")
     assert client._token is None and not cache.exists()
+
+
+# --- several keys at once ------------------------------------------------------------
+
+
+class _Gathering(BaseHTTPRequestHandler):
+    """Answers a GET only once `meet` requests are in flight together (else 500)."""
+
+    meet: threading.Barrier
+    hold = 0.0  # seconds each GET takes
+    gets: list[str]
+
+    def do_PUT(self) -> None:
+        self._answer(200, b"token")
+
+    def do_GET(self) -> None:
+        self.gets.append(self.path)
+        try:
+            self.meet.wait()
+        except threading.BrokenBarrierError:
+            self._answer(500, b"alone")
+            return
+        time.sleep(self.hold)
+        self._answer(404 if self.path.endswith("/absent") else 200, self.path.encode())
+
+    def _answer(self, status: int, body: bytes) -> None:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a client gave up
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def gathering(meet: int, hold: float = 0.0) -> Iterator[tuple[str, list[str]]]:
+    gets: list[str] = []
+    attrs = {"meet": threading.Barrier(meet, timeout=5), "hold": hold, "gets": gets}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_Gathering,), attrs))
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", gets
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_get_many_has_the_requests_in_flight_together() -> None:
+    paths = [f"network/interfaces/macs/{SECOND}/{k}" for k in ("a", "b", "absent", "c")]
+    # One after another, the first GET would wait alone and be answered 500.
+    with gathering(len(paths)) as (url, gets):
+        answers = ImdsClient((url,), timeout=10, retries=0).get_many(paths)
+    assert sorted(gets) == sorted(f"/latest/meta-data/{p}" for p in paths)
+    assert answers[:2] == [f"/latest/meta-data/{p}" for p in paths[:2]]
+    assert isinstance(answers[2], ImdsAbsent)  # each path's own outcome, in order
+    assert answers[3] == f"/latest/meta-data/{paths[3]}"
+
+
+def test_get_many_keeps_to_the_callers_budget() -> None:
+    # Each GET takes 1 s; the client's own timeout would wait 10 s for it.
+    with gathering(2, hold=1.0) as (url, gets):
+        c = ImdsClient((url,), timeout=10, retries=3)
+        with c.budget(0.3):
+            answers = c.get_many(["mac", "instance-id"])
+    assert [type(a) for a in answers] == [ImdsTransient, ImdsTransient]
+    assert len(gets) == 2  # and no retry past the budget
+
+
+class _Keyed(ImdsClient):
+    """Each key's answer from a table: a text, or the error to raise."""
+
+    def __init__(self, answers: dict[str, object]) -> None:
+        super().__init__(("http://127.0.0.1:9",))
+        self.answers = answers
+
+    def get(self, path: str) -> str:
+        answer = self.answers[path.rsplit("/", 1)[1]]
+        if isinstance(answer, Exception):
+            raise answer
+        return str(answer)
+
+
+@pytest.mark.parametrize(
+    ("answers", "raised"),
+    [
+        ({"device-number": ImdsTransient("503"), "subnet-id": ImdsAbsent("404")}, ImdsTransient),
+        ({"device-number": "1", "subnet-id": ImdsAbsent("404")}, ImdsNotYet),
+    ],
+)
+def test_the_first_keys_error_counts_as_in_a_sequence(
+    answers: dict[str, object], raised: type[Exception]
+) -> None:
+    keys = ("device-number", "subnet-id", "local-ipv4s")
+    c = _Keyed({"local-ipv4s": ImdsTransient("timed out"), **answers})
+    with pytest.raises(raised):
+        metadata._read_keys(c, SECOND, keys)

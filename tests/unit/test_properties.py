@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Optional, Union, cast
 
@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ec2net.diff import Current, Delta, diff_interface
-from ec2net.errors import ImdsAbsent, ImdsNotYet, MetadataError
+from ec2net.errors import Ec2NetError, ImdsAbsent, ImdsNotYet, MetadataError
 from ec2net.imds import ImdsClient, decode_body
 from ec2net.metadata import (
     DYNAMIC_KEYS,
@@ -131,6 +131,15 @@ class _FakeImds:
         if key in self.raw:
             return self.raw[key]
         raise ImdsAbsent(path)
+
+    def get_many(self, paths: Sequence[str]) -> list[Union[str, Ec2NetError]]:
+        out: list[Union[str, Ec2NetError]] = []
+        for path in paths:
+            try:
+                out.append(self.get(path))
+            except Ec2NetError as err:
+                out.append(err)
+        return out
 
 
 @FEW
