@@ -259,7 +259,8 @@ def _ratio(num: Sequence[float], den: Sequence[float]) -> str:
 
 
 def aws_of(m: Measured, results: Sequence[Measured]) -> Optional[Measured]:
-    """The AWS 2.7.4 column to hold `m` against: the same Debian release's, else any."""
+    """The AWS 2.7.4 column to hold `m` against: the same guest's (a cloud-init guest's
+    suite is its variant, trixie-netplan), else the same Debian release's, else any."""
     peers = [r for r in results if r.aws274 and r.hotplug_s]
     same = [r for r in peers if r.suite == m.suite]
     found = same or peers
@@ -374,7 +375,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("-v", "--verbose", action="store_true", help="guest state on failure")
+    parser.add_argument(
+        "--table-from",
+        type=Path,
+        metavar="JSON",
+        help="no run: the table again from a --json file's measurements, written back to it",
+    )
     args = parser.parse_args(argv)
+    if args.table_from is not None:
+        return retable(args.table_from)
     print("$ " + " ".join([Path(sys.executable).name, *sys.argv]), flush=True)
     reason = qemu_usable()
     if reason is not None:
@@ -389,7 +398,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             variant,
             lambda g: install.install_ec2net(g.agent, pkg, refresh_interval=REFRESH_INTERVAL),
             ("ec2net*",),
-            variant.split("-")[0],
+            variant if variant in CLOUD_INIT_VARIANTS else variant.split("-")[0],
         )
     # networkd leaves links marked ID_NET_MANAGED_BY=ec2net alone (the udev rule)
     available[NETLINK_TOOL] = Tool(
@@ -435,6 +444,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "results": [m.__dict__ for m in results],
         }
         args.json.write_text(json.dumps(data, indent=2) + "\n")
+    return 0
+
+
+def retable(path: Path) -> int:
+    """The table of a recorded run, made again by this version of `table` (the pairing of
+    columns, the ratios), from the same measurements."""
+    data = json.loads(path.read_text())
+    results = [Measured(**m) for m in data["results"]]
+    for m in results:  # recorded before a cloud-init guest's suite was its variant
+        if m.tool.startswith("ec2net ") and m.tool.split()[1] in CLOUD_INIT_VARIANTS:
+            m.suite = m.tool.split()[1]
+    hotplugs = max((len(m.hotplug_s) + m.hotplug_failed for m in results), default=0)
+    data["table"] = table(results, hotplugs)
+    data["results"] = [m.__dict__ for m in results]
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(render(data["table"]))
     return 0
 
 
