@@ -174,12 +174,13 @@ class _Fixed(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._answer(self.body)
 
-    def _answer(self, body: bytes) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
+    def _answer(self, body: bytes, status: int = 200) -> None:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a client gave up
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -398,36 +399,22 @@ def test_a_refused_token_is_dropped_only_if_nobody_replaced_it(tmp_path: Path) -
 # --- several keys at once ------------------------------------------------------------
 
 
-class _Gathering(BaseHTTPRequestHandler):
+class _Gathering(_Fixed):
     """Answers a GET only once `meet` requests are in flight together (else 500)."""
 
     meet: threading.Barrier
     hold = 0.0  # seconds each GET takes
     gets: list[str]
 
-    def do_PUT(self) -> None:
-        self._answer(200, b"token")
-
     def do_GET(self) -> None:
         self.gets.append(self.path)
         try:
             self.meet.wait()
         except threading.BrokenBarrierError:
-            self._answer(500, b"alone")
+            self._answer(b"alone", 500)
             return
         time.sleep(self.hold)
-        self._answer(404 if self.path.endswith("/absent") else 200, self.path.encode())
-
-    def _answer(self, status: int, body: bytes) -> None:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a client gave up
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+        self._answer(self.path.encode(), 404 if self.path.endswith("/absent") else 200)
 
 
 @contextlib.contextmanager

@@ -10,29 +10,11 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from systest import agent as agent_mod
 from systest.agent import Agent, AgentError, SendBlocked
-
-
-@pytest.fixture
-def connected(tmp_path: Path) -> Iterator[tuple[Agent, socket.socket]]:
-    """An Agent connected to a socket the test holds the other end of (QEMU's place)."""
-    path = str(tmp_path / "agent.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    srv.listen(1)
-    a = Agent(path)
-    a.connect(timeout=5)
-    peer, _ = srv.accept()
-    yield a, peer
-    a.close()
-    peer.close()
-    srv.close()
 
 
 def test_wait_ready_ends_at_its_deadline_when_nobody_reads(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional, cast
 
@@ -58,23 +58,10 @@ def test_an_ended_qemu_is_a_boot_failure(tmp_path: Path) -> None:
     assert vm.boot_failure() == "QEMU ended (exit status 3)"
 
 
-@pytest.fixture
-def silent_agent(tmp_path: Path) -> Iterator[Agent]:
-    """An agent whose guest never answers (QEMU's socket, the guest's port closed)."""
-    path = str(tmp_path / "agent.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    srv.listen(1)
-    a = Agent(path)
-    a.connect(timeout=5)
-    peer, _ = srv.accept()
-    yield a
-    a.close()
-    peer.close()
-    srv.close()
-
-
-def test_wait_ready_ends_with_the_reason_to_give_up(silent_agent: Agent) -> None:
+def test_wait_ready_ends_with_the_reason_to_give_up(
+    connected: tuple[Agent, socket.socket],
+) -> None:
+    silent_agent, _ = connected  # the guest never answers (its port closed)
     asked = threading.Event()
 
     def give_up() -> Optional[str]:
