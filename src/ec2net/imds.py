@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -43,7 +44,6 @@ from ec2net.errors import (
     ImdsTransient,
     MetadataError,
 )
-from ec2net.overlap import Workers
 
 log = logging.getLogger(__name__)
 
@@ -244,11 +244,16 @@ class ImdsClient:
         if len(paths) < 2:
             return [self._answer(p) for p in paths]
         deadline = self._budget.deadline
-        return _WORKERS.map((self, p, deadline) for p in paths)
 
-    def _answer_within(self, path: str, deadline: Optional[float]) -> Union[str, Ec2NetError]:
-        self._budget.deadline = deadline  # the worker's own (thread-local) budget
-        return self._answer(path)
+        def one(path: str) -> Union[str, Ec2NetError]:
+            self._budget.deadline = deadline  # the worker's own (thread-local) budget
+            return self._answer(path)
+
+        # Threads of this call, started by the caller: a thread is in the network
+        # namespace of the thread that started it, and a read must come from the
+        # caller's (a long-lived pool's threads stay in the first caller's).
+        with ThreadPoolExecutor(min(len(paths), PARALLEL), "ec2net-imds") as pool:
+            return list(pool.map(one, paths))
 
     def _answer(self, path: str) -> Union[str, Ec2NetError]:
         try:
@@ -462,23 +467,6 @@ class ImdsClient:
     def _write_cached_endpoint(self, url: str) -> None:
         if self._endpoint_cache is not None:
             _write_private(self._endpoint_cache, {"endpoint": url})
-
-
-def _answer_job(job: tuple[ImdsClient, str, Optional[float]]) -> Union[str, Ec2NetError]:
-    client, path, deadline = job
-    return client._answer_within(path, deadline)
-
-
-# get_many's threads: one set for the process, whatever number of clients it makes (the
-# daemon makes a new one on every reload), started on first use.
-_WORKERS: Workers[tuple[ImdsClient, str, Optional[float]], Union[str, Ec2NetError]] = Workers(
-    _answer_job, PARALLEL, "ec2net-imds"
-)
-
-
-def start_workers() -> None:
-    """Start get_many's threads now: a daemon's thread count is then fixed from its start."""
-    _WORKERS.start()
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:

@@ -53,7 +53,7 @@ from ec2net.errors import (
     RuntimeDirError,
     TableConflict,
 )
-from ec2net.imds import ImdsClient, start_workers
+from ec2net.imds import ImdsClient
 from ec2net.metrics import DaemonCounters, JobKind
 from ec2net.sdnotify import notify, watchdog_interval
 from ec2net.state import Store, write_if_changed
@@ -369,8 +369,7 @@ class Daemon:
     def _start_workers(self) -> None:
         """Every worker thread from the start, not on demand: the daemon's thread count
         is then the same for as long as it runs (a pool growing to its bound over days
-        looks like a leak to whoever counts threads). The IMDS client's too."""
-        start_workers()
+        looks like a leak to whoever counts threads)."""
         started = threading.Barrier(WORKERS + 1)
         for _ in range(WORKERS):
             self.pool.submit(started.wait)

@@ -481,3 +481,29 @@ def test_the_first_keys_error_counts_as_in_a_sequence(
     c = _Keyed({"local-ipv4s": ImdsTransient("timed out"), **answers})
     with pytest.raises(raised):
         metadata._read_keys(c, SECOND, keys)
+
+
+def test_get_many_reads_from_threads_the_caller_started(server: ImdsServer) -> None:
+    """A thread is in the network namespace of the thread that started it: the reads of
+    a caller inside an instance's namespace must come from threads it started, never
+    from a pool an earlier caller (another namespace's) left behind. None outlive the
+    read either."""
+    started_by: set[int] = set()
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name.startswith("ec2net-imds"):
+            started_by.add(threading.get_ident())
+        real_start(thread)
+
+    c = client(server)
+    with contextlib.ExitStack() as stack:
+        mp = stack.enter_context(pytest.MonkeyPatch.context())
+        mp.setattr(threading.Thread, "start", start)
+        callers = [threading.Thread(target=c.get_many, args=(["mac", "instance-id"],))]
+        for t in callers:
+            real_start(t)
+            t.join()
+        c.get_many(["mac", "instance-id"])
+    assert started_by == {callers[0].ident, threading.get_ident()}
+    assert not [t for t in threading.enumerate() if t.name.startswith("ec2net-imds")]
