@@ -258,6 +258,11 @@ def _ratio(num: Sequence[float], den: Sequence[float]) -> str:
     return f"{med:.1f}x / {_p95(num) / _p95(den):.1f}x"
 
 
+def suite_of(variant: str) -> str:
+    """The suite an ec2net column is paired by: a cloud-init guest's is its variant."""
+    return variant if variant in CLOUD_INIT_VARIANTS else variant.split("-", maxsplit=1)[0]
+
+
 def aws_of(m: Measured, results: Sequence[Measured]) -> Optional[Measured]:
     """The AWS 2.7.4 column to hold `m` against: the same guest's (a cloud-init guest's
     suite is its variant, trixie-netplan), else the same Debian release's, else any."""
@@ -398,7 +403,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             variant,
             lambda g: install.install_ec2net(g.agent, pkg, refresh_interval=REFRESH_INTERVAL),
             ("ec2net*",),
-            variant if variant in CLOUD_INIT_VARIANTS else variant.split("-")[0],
+            suite_of(variant),
         )
     # networkd leaves links marked ID_NET_MANAGED_BY=ec2net alone (the udev rule)
     available[NETLINK_TOOL] = Tool(
@@ -453,8 +458,8 @@ def retable(path: Path) -> int:
     data = json.loads(path.read_text())
     results = [Measured(**m) for m in data["results"]]
     for m in results:  # recorded before a cloud-init guest's suite was its variant
-        if m.tool.startswith("ec2net ") and m.tool.split()[1] in CLOUD_INIT_VARIANTS:
-            m.suite = m.tool.split()[1]
+        if m.tool.startswith("ec2net "):
+            m.suite = suite_of(m.tool.split()[1])
     hotplugs = max((len(m.hotplug_s) + m.hotplug_failed for m in results), default=0)
     data["table"] = table(results, hotplugs)
     data["results"] = [m.__dict__ for m in results]
