@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Optional, Union, cast
+from typing import Optional, Union
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ec2net.diff import Current, Delta, diff_interface
-from ec2net.errors import Ec2NetError, ImdsAbsent, ImdsNotYet, MetadataError
+from ec2net.errors import ImdsAbsent, ImdsNotYet, MetadataError
 from ec2net.imds import ImdsClient, decode_body
 from ec2net.metadata import (
     DYNAMIC_KEYS,
@@ -116,10 +116,11 @@ def test_any_set_of_keys(raw: dict[str, str]) -> None:
     _parses_or_metadata_error(raw)
 
 
-class _FakeImds:
+class _FakeImds(ImdsClient):
     """Serves one ENI's raw values as IMDS would: a listing, 404 for the rest."""
 
     def __init__(self, raw: Mapping[str, str], listing: Optional[str] = None) -> None:
+        super().__init__(("http://127.0.0.1:9",), sleep=lambda s: None)
         self.raw = raw
         self.listing = listing if listing is not None else "\n".join(raw)
 
@@ -132,15 +133,6 @@ class _FakeImds:
             return self.raw[key]
         raise ImdsAbsent(path)
 
-    def get_many(self, paths: Sequence[str]) -> list[Union[str, Ec2NetError]]:
-        out: list[Union[str, Ec2NetError]] = []
-        for path in paths:
-            try:
-                out.append(self.get(path))
-            except Ec2NetError as err:
-                out.append(err)
-        return out
-
 
 @FEW
 @given(
@@ -150,7 +142,7 @@ class _FakeImds:
 def test_fetches_raise_only_metadata_errors_or_not_yet(
     raw: dict[str, str], listing: Optional[str]
 ) -> None:
-    client = cast(ImdsClient, _FakeImds({**GOOD, **raw}, listing))
+    client = _FakeImds({**GOOD, **raw}, listing)
     try:
         eni = fetch_eni(client, MAC, PRIMARY)
     except (MetadataError, ImdsNotYet):
